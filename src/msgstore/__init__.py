@@ -1,0 +1,53 @@
+"""msgstore: a Trio message store for streaming LLM output, compatible with crush's files."""
+
+from ._content import (
+    BinaryContent,
+    Finish,
+    FinishReason,
+    ImageURLContent,
+    Message,
+    Part,
+    ReasoningContent,
+    Role,
+    ShellCommand,
+    TextContent,
+    ToolCall,
+    ToolResult,
+)
+from ._errors import (
+    CorruptRecord,
+    DatabaseError,
+    InvalidPart,
+    InvalidUpdate,
+    MessageNotFound,
+    MsgstoreError,
+    NotFound,
+    ServiceClosed,
+    SessionNotFound,
+    StorageError,
+)
+
+__all__ = [
+    "BinaryContent",
+    "CorruptRecord",
+    "DatabaseError",
+    "Finish",
+    "FinishReason",
+    "ImageURLContent",
+    "InvalidPart",
+    "InvalidUpdate",
+    "Message",
+    "MessageNotFound",
+    "MsgstoreError",
+    "NotFound",
+    "Part",
+    "ReasoningContent",
+    "Role",
+    "ServiceClosed",
+    "SessionNotFound",
+    "ShellCommand",
+    "StorageError",
+    "TextContent",
+    "ToolCall",
+    "ToolResult",
+]

@@ -1,0 +1,56 @@
+"""The exception hierarchy: one base class, one subclass per thing a caller can act on."""
+
+from __future__ import annotations
+
+
+class MsgstoreError(Exception):
+    """Base class of every error msgstore raises on purpose."""
+
+
+class InvalidPart(MsgstoreError, TypeError):
+    """A part (or a field of one) has the wrong type; the message names the field."""
+
+
+class CorruptRecord(MsgstoreError):
+    """A stored ``parts`` value cannot be decoded (bad JSON or an unknown part type)."""
+
+    def __init__(self, reason: str, *, message_id: str | None = None) -> None:
+        self.reason = reason
+        self.message_id = message_id
+        where = f" in message {message_id!r}" if message_id is not None else ""
+        super().__init__(f"corrupt parts{where}: {reason}")
+
+
+class DatabaseError(MsgstoreError):
+    """The database file cannot be used (not a database, corrupt, unreadable).
+
+    The SQLite error that caused it is kept in ``__cause__``.
+    """
+
+
+class StorageError(MsgstoreError):
+    """A read or write through SQLite failed (disk full, I/O error, busy too long).
+
+    The SQLite error is kept in ``__cause__``. Buffered state that failed to write
+    stays buffered and is tried again.
+    """
+
+
+class NotFound(MsgstoreError, LookupError):
+    """Base class for a row that does not exist."""
+
+
+class MessageNotFound(NotFound):
+    """No message has this id (never created, or deleted)."""
+
+
+class SessionNotFound(NotFound):
+    """No session has this id."""
+
+
+class InvalidUpdate(MsgstoreError, ValueError):
+    """An update that can never be written (wrong type, unknown id); nothing accepted is lost."""
+
+
+class ServiceClosed(MsgstoreError):
+    """The message service's scope has ended; it accepts no more calls."""
