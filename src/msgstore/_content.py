@@ -334,7 +334,7 @@ class Message:
         i = self._first(ReasoningContent)
         if i < 0:
             return False
-        self.parts[i] = attrs.evolve(self.parts[i], **changes)  # type: ignore[misc]
+        self.parts[i] = attrs.evolve(self.parts[i], **changes)
         return True
 
     def append_reasoning_content(self, delta: str) -> None:
@@ -395,7 +395,8 @@ class Message:
         """Mark a tool call finished (crush bug fixed: ``provider_executed`` is kept)."""
         i = self._tool_call_index(tool_call_id)
         if i >= 0:
-            self.parts[i] = attrs.evolve(self.parts[i], finished=True)  # type: ignore[misc]
+            call: ToolCall = self.parts[i]  # type: ignore[assignment]
+            self.parts[i] = attrs.evolve(call, finished=True)
 
     def set_tool_calls(self, tool_calls: Iterable[ToolCall]) -> None:
         """Replace every tool call with these, appended at the end."""
