@@ -212,7 +212,7 @@ def check_parts(parts: Iterable[object], *, where: str = "parts") -> list[Part]:
 
 def _role(value: object) -> Role:
     try:
-        return Role(value)
+        return Role(value)  # type: ignore[arg-type]
     except ValueError:
         raise InvalidPart(
             f"Message.role must be one of {[r.value for r in Role]}, got {value!r}"
