@@ -16,6 +16,7 @@ from ._content import (
 )
 from ._errors import (
     CorruptRecord,
+    DatabaseBusy,
     DatabaseError,
     InvalidPart,
     InvalidUpdate,
@@ -30,6 +31,7 @@ from ._errors import (
 __all__ = [
     "BinaryContent",
     "CorruptRecord",
+    "DatabaseBusy",
     "DatabaseError",
     "Finish",
     "FinishReason",

@@ -54,3 +54,7 @@ class InvalidUpdate(MsgstoreError, ValueError):
 
 class ServiceClosed(MsgstoreError):
     """The message service's scope has ended; it accepts no more calls."""
+
+
+class DatabaseBusy(StorageError):
+    """Another connection holds the write lock; the write may be tried again later."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: where the Go reference's fixture lives, and a fresh copy of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+# The fixture written by the Go reference lives beside the project in the workspace;
+# a copy is vendored under tests/data so that a fresh clone (CI) has it too.
+FIXTURE_DIR = _HERE / "data"
+FIXTURE_DB = FIXTURE_DIR / "crush-fixture.db"
+FIXTURE_DUMP = FIXTURE_DIR / "crush-fixture.dump.jsonl"
+
+
+@pytest.fixture
+def crush_fixture(tmp_path: Path) -> Path:
+    """A private copy of the crush fixture database (tests never touch the original)."""
+    dest = tmp_path / "crush-fixture.db"
+    shutil.copyfile(FIXTURE_DB, dest)
+    return dest
+
+
+@pytest.fixture
+def crush_dump() -> list[dict[str, Any]]:
+    """What the Go reference says each fixture message holds, one dict per message."""
+    with FIXTURE_DUMP.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "msgstore.db"
+
+
+def long_sweeps() -> bool:
+    """True in `nox -s crash`: reliability sweeps run their long variants."""
+    return os.environ.get("MSGSTORE_LONG_SWEEPS") == "1"
