@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import json
 import time
 from collections.abc import Callable, Iterable
 from operator import attrgetter
@@ -72,7 +73,17 @@ _bytes = _check(bytes, "bytes")
 
 
 def _json_object_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None or isinstance(value, dict):
+    if value is None:
+        return
+    if isinstance(value, dict):
+        # Checked here, not at write time: a value JSON cannot hold would make every
+        # later write of the message fail, long after the caller could be told.
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidPart(
+                f"{type(instance).__name__}.{attribute.name} must hold only JSON values: {exc}"
+            ) from None
         return
     raise InvalidPart(
         f"{type(instance).__name__}.{attribute.name} must be a dict or None, "

@@ -1,0 +1,297 @@
+"""One Trio task per message id: it owns that message's buffer and does its writes.
+
+The actor holds the newest accepted state, the structure of the last written state
+(the baseline for terminal detection) and the deadline of its window. Callers talk to
+it in two ways:
+
+* ``accept()`` puts a new state in its one-slot mailbox. The slot is conflated: an
+  intermediate state that a newer one replaces before the deadline is never written,
+  which is the whole point of the window. Arming the window moves the deadline of the
+  scope the actor is sleeping in, so a token costs no task switch.
+* Requests (write now, delete) go over its memory channel, in order, and the caller
+  waits for the reply. Only the actor writes and publishes ``updated`` / ``deleted``
+  for its message, so the events of one message are in order.
+
+SQLite calls run inline on the Trio thread (see STYLE: threads add latency here, and
+the autojump clock would fire deadlines around them early).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._broker import EventType
+from ._content import Message
+from ._errors import DatabaseBusy, MessageNotFound, ServiceClosed
+from ._terminal import Structure, is_terminal, structure_of
+
+if TYPE_CHECKING:
+    from ._service import MessageService
+
+logger = logging.getLogger("msgstore")
+
+# Waits between attempts while another connection holds the write lock, and after a
+# failed write. Both run on Trio's clock, so a test's mock clock drives them too.
+_BUSY_BACKOFF = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+_RETRY_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class RequestKind(enum.Enum):
+    WRITE = "write"
+    DELETE = "delete"
+
+
+class Request:
+    """A caller waiting on the actor; ``error`` is what the caller will raise."""
+
+    __slots__ = ("done", "error", "kind")
+
+    def __init__(self, kind: RequestKind) -> None:
+        self.kind = kind
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+    async def wait(self) -> None:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+
+    def reply(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.done.set()
+
+
+class MessageActor:
+    """The owner of one message's buffered state. See the module docstring."""
+
+    def __init__(self, service: MessageService, state: Message) -> None:
+        self.id = state.id
+        self._service = service
+        # The newest accepted state. Never mutated: update() hands over a private copy.
+        self.latest = state
+        self._latest_structure = structure_of(state)
+        # ``state`` is what the database holds now: it is the first baseline.
+        self._written: Structure | None = self._latest_structure
+        self.dirty = False
+        self.deleted = False
+        self._deadline = math.inf  # when the pending state must be written
+        self._idle_at = trio.current_time() + service.idle_timeout
+        self._failures = 0
+        self._scope: trio.CancelScope | None = None
+        self._send, self._receive = trio.open_memory_channel[Request](math.inf)
+
+    # -- called by the service, from the caller's task ----------------------------
+
+    def accept(self, state: Message) -> bool:
+        """Buffer ``state`` as the newest; return whether it must be written at once."""
+        self.latest = state
+        structure = self._latest_structure = structure_of(state)
+        if not self.dirty:
+            # The window opens at the first unwritten update; later updates do not
+            # move it, so a steady stream is written every window, never starved.
+            self.dirty = True
+            self._service._dirty_count += 1
+            self._set_deadline(trio.current_time() + self._service.debounce)
+        return is_terminal(self._written, structure)
+
+    def request(self, kind: RequestKind) -> Request:
+        request = Request(kind)
+        self._send.send_nowait(request)
+        return request
+
+    def close(self) -> None:
+        """No more requests: the actor ends once it has answered the queued ones."""
+        self._send.close()
+
+    @property
+    def busy(self) -> bool:
+        """Whether the actor has queued requests (a flush must wait for them)."""
+        return self._receive.statistics().current_buffer_used > 0
+
+    # -- the task --------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        error: Exception | None = None
+        try:
+            await self._loop()
+        except Exception as exc:
+            # A bug here must not take the service's nursery (and every other
+            # message) down with it: log, try to save the state, answer the waiters.
+            logger.exception("actor of message %s failed", self.id)
+            error = exc
+            try:
+                self.write_now()
+            except Exception:
+                logger.exception("could not save the state of message %s", self.id)
+        finally:
+            self._service._forget(self)
+            self._send.close()
+            self._answer_leftovers(error)
+            self._receive.close()
+
+    def _answer_leftovers(self, error: Exception | None) -> None:
+        """Answer requests still queued, so that no caller waits on a finished actor."""
+        while True:
+            try:
+                request = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if self.deleted:
+                # Nothing is left to write; a second delete finds no row.
+                missing = MessageNotFound(f"message {self.id!r} was deleted")
+                request.reply(missing if request.kind is RequestKind.DELETE else None)
+            elif error is not None:
+                request.reply(error)
+            else:
+                request.reply(ServiceClosed("the message service has closed"))
+
+    async def _loop(self) -> None:
+        receive = self._receive
+        while True:
+            request: Request | None = None
+            with trio.move_on_at(self._wake_at()) as scope:
+                self._scope = scope
+                try:
+                    request = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+                finally:
+                    self._scope = None
+            if request is None:
+                if self.dirty:
+                    if trio.current_time() >= self._deadline:
+                        await self._write(None)
+                elif trio.current_time() >= self._idle_at and not self.busy:
+                    return  # idle: retire; the next update starts a new actor
+            elif request.kind is RequestKind.DELETE:
+                await self._delete(request)
+                return
+            else:
+                await self._write(request)
+            if self.deleted:
+                return
+
+    def _wake_at(self) -> float:
+        return self._deadline if self.dirty else self._idle_at
+
+    def _set_deadline(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._scope is not None:
+            self._scope.deadline = deadline
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def _write(self, request: Request | None) -> None:
+        """Write the pending state (if any), answer ``request``, publish the event."""
+        service = self._service
+        busy_since: float | None = None
+        attempt = 0
+        while self.dirty and not self.deleted:
+            state = self.latest
+            structure = self._latest_structure
+            terminal = is_terminal(self._written, structure)
+            try:
+                service._write_state(state)
+            except DatabaseBusy as exc:
+                # Another connection holds the lock: wait on Trio time (the connection's
+                # own busy handler would block the whole event loop), up to the limit.
+                now = trio.current_time()
+                busy_since = now if busy_since is None else busy_since
+                if now - busy_since < service.busy_timeout:
+                    service._busy_waits += 1
+                    await trio.sleep(_BUSY_BACKOFF[min(attempt, len(_BUSY_BACKOFF) - 1)])
+                    attempt += 1
+                    continue
+                self._failed(exc, request)
+                return
+            except MessageNotFound as exc:
+                # The row went away behind our back (another connection deleted it):
+                # nothing can ever be written for this id again.
+                logger.error("message %s no longer exists; dropping its buffered state", self.id)
+                self._drop()
+                if request is not None:
+                    request.reply(exc)
+                return
+            except Exception as exc:
+                self._failed(exc, request)
+                return
+            self._written = structure
+            self._failures = 0
+            if self.latest is state:
+                self.dirty = False
+                service._dirty_count -= 1
+                self._deadline = math.inf
+                self._idle_at = trio.current_time() + service.idle_timeout
+            else:
+                # A newer state came in while this write waited; it gets its own window.
+                self._deadline = trio.current_time() + service.debounce
+            if request is not None:
+                request.reply()
+                request = None
+            payload = state.clone()
+            if terminal:
+                await service.broker.publish_must_deliver(EventType.UPDATED, payload)
+            else:
+                service.broker.publish(EventType.UPDATED, payload)
+            return
+        if request is not None:
+            request.reply()
+
+    def _failed(self, exc: Exception, request: Request | None) -> None:
+        """Keep the state buffered and try again later, without any further call."""
+        service = self._service
+        service._failed_writes += 1
+        delay = _RETRY_BACKOFF[min(self._failures, len(_RETRY_BACKOFF) - 1)]
+        self._failures += 1
+        self._deadline = trio.current_time() + delay
+        logger.warning(
+            "write of message %s failed (%s); kept buffered, retrying in %.2f s",
+            self.id,
+            exc,
+            delay,
+        )
+        if request is not None:
+            request.reply(exc)
+
+    def write_now(self) -> None:
+        """Write the pending state synchronously (the final flush at shutdown).
+
+        Raises the storage error, leaving the state buffered.
+        """
+        if not self.dirty or self.deleted:
+            return
+        state = self.latest
+        self._service._write_state(state)
+        self._written = self._latest_structure
+        self.dirty = False
+        self._service._dirty_count -= 1
+        self._service.broker.publish(EventType.UPDATED, state.clone())
+
+    # -- deleting ------------------------------------------------------------------------
+
+    async def _delete(self, request: Request) -> None:
+        service = self._service
+        try:
+            service.db.delete_message(self.id)
+        except Exception as exc:
+            request.reply(exc)
+            return
+        payload = self.latest.clone()
+        self._drop()
+        request.reply()
+        # Published by the actor after any event of its own, so it comes last.
+        await service.broker.publish_must_deliver(EventType.DELETED, payload)
+
+    def _drop(self) -> None:
+        """Forget the buffered state so that nothing is ever written back over the row."""
+        if self.dirty:
+            self.dirty = False
+            self._service._dirty_count -= 1
+        self.deleted = True
+        self._service._forget(self)

@@ -1,0 +1,49 @@
+"""Terminal-change detection: which updates must be written before ``update`` returns.
+
+A state is compared with the last written one through its *structure*: is it finished,
+the ``finished`` flag of each tool call in order, and whether reasoning has ended. The
+structure is computed in one pass over the parts, so the per-token cost stays flat.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ._content import Finish, Message, ReasoningContent, ToolCall
+
+
+class Structure(NamedTuple):
+    finished: bool
+    tool_calls_finished: tuple[bool, ...]
+    reasoning_finished: bool
+
+
+def structure_of(message: Message) -> Structure:
+    finished = False
+    calls: list[bool] = []
+    reasoning_finished: bool | None = None  # only the first reasoning part counts
+    for part in message.parts:
+        kind = type(part)
+        if kind is ToolCall:
+            calls.append(part.finished)  # type: ignore[union-attr]
+        elif kind is Finish:
+            finished = True
+        elif kind is ReasoningContent and reasoning_finished is None:
+            reasoning_finished = part.finished_at > 0  # type: ignore[union-attr]
+    return Structure(finished, tuple(calls), bool(reasoning_finished))
+
+
+def is_terminal(written: Structure | None, new: Structure) -> bool:
+    """Whether ``new`` must be written at once, against the last written state.
+
+    Terminal: the message has a finish part; the number of tool calls changed; a tool
+    call's ``finished`` flag changed (pairwise by position); reasoning ended. Before the
+    first write, the baseline is an empty message.
+    """
+    if new.finished:
+        return True
+    if written is None:
+        return bool(new.tool_calls_finished) or new.reasoning_finished
+    return new.tool_calls_finished != written.tool_calls_finished or (
+        new.reasoning_finished and not written.reasoning_finished
+    )
