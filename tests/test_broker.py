@@ -45,34 +45,37 @@ async def test_must_deliver_waits_for_room(autojump_clock: trio.testing.MockCloc
 async def test_must_deliver_drops_after_one_shared_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_broker(buffer_size=1, must_deliver_timeout=0.05) as broker:
-        async with broker.subscribe() as a, broker.subscribe() as b, broker.subscribe() as c:
-            broker.publish(EventType.UPDATED, "fill")
-            start = trio.current_time()
-            await broker.publish_must_deliver(EventType.UPDATED, "terminal")
-            # Three full subscribers, but the wait is bounded by one timeout in all.
-            assert trio.current_time() - start == pytest.approx(0.05)
-            assert broker.must_deliver_drop_count == 3
-            assert broker.drop_count == 0
-            for events in (a, b, c):
-                assert events.receive_nowait().payload == "fill"
+    async with (
+        open_broker(buffer_size=1, must_deliver_timeout=0.05) as broker,
+        broker.subscribe() as a,
+        broker.subscribe() as b,
+        broker.subscribe() as c,
+    ):
+        broker.publish(EventType.UPDATED, "fill")
+        start = trio.current_time()
+        await broker.publish_must_deliver(EventType.UPDATED, "terminal")
+        # Three full subscribers, but the wait is bounded by one timeout in all.
+        assert trio.current_time() - start == pytest.approx(0.05)
+        assert broker.must_deliver_drop_count == 3
+        assert broker.drop_count == 0
+        for events in (a, b, c):
+            assert events.receive_nowait().payload == "fill"
 
 
 async def test_leaving_the_broker_scope_ends_every_subscription() -> None:
     received = []
-    async with trio.open_nursery() as nursery:
-        async with open_broker() as broker:
+    async with trio.open_nursery() as nursery, open_broker() as broker:
 
-            async def listen(task_status: trio.TaskStatus[None]) -> None:
-                async with broker.subscribe() as events:
-                    task_status.started()
-                    async for event in events:
-                        received.append(event.payload)
+        async def listen(task_status: trio.TaskStatus[None]) -> None:
+            async with broker.subscribe() as events:
+                task_status.started()
+                async for event in events:
+                    received.append(event.payload)
 
-            await nursery.start(listen)
-            await nursery.start(listen)
-            assert broker.subscriber_count == 2
-            broker.publish(EventType.CREATED, 1)
+        await nursery.start(listen)
+        await nursery.start(listen)
+        assert broker.subscriber_count == 2
+        broker.publish(EventType.CREATED, 1)
     # Both `async for` loops ended on their own once the broker closed.
     assert received == [1, 1]
 

@@ -444,19 +444,18 @@ async def test_leaving_the_scope_writes_buffered_state_and_closes_subscriptions(
     autojump_clock: trio.testing.MockClock, db: Database, session_id: str, db_path: Path
 ) -> None:
     seen: list[EventType] = []
-    async with trio.open_nursery() as nursery:
-        async with open_message_service(db, debounce=3600) as svc:
-            msg = await svc.create(session_id, Role.ASSISTANT)
+    async with trio.open_nursery() as nursery, open_message_service(db, debounce=3600) as svc:
+        msg = await svc.create(session_id, Role.ASSISTANT)
 
-            async def listen(task_status: trio.TaskStatus[None]) -> None:
-                async with svc.subscribe() as events:
-                    task_status.started()
-                    async for event in events:
-                        seen.append(event.type)
+        async def listen(task_status: trio.TaskStatus[None]) -> None:
+            async with svc.subscribe() as events:
+                task_status.started()
+                async for event in events:
+                    seen.append(event.type)
 
-            await nursery.start(listen)
-            msg.append_content("left in the buffer")
-            await svc.update(msg)
+        await nursery.start(listen)
+        msg.append_content("left in the buffer")
+        await svc.update(msg)
         # The listener's loop ended by itself when the service closed.
     assert on_disk(db_path, msg.id).content().text == "left in the buffer"
     assert seen == [EventType.UPDATED]

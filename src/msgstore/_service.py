@@ -8,6 +8,7 @@ the newest accepted state, buffered or written.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -178,10 +179,9 @@ class MessageService:
         """Delete each message of a session, one by one (each publishes ``deleted``)."""
         self._check_open()
         for message_id in self.db.message_ids(session_id):
-            try:
+            # Deleted meanwhile by another task: the goal is met.
+            with contextlib.suppress(MessageNotFound):
                 await self.delete(message_id)
-            except MessageNotFound:
-                pass  # deleted meanwhile by another task: the goal is met
 
     # -- reads ---------------------------------------------------------------------------
 
