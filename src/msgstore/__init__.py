@@ -27,10 +27,12 @@ from ._errors import (
     SessionNotFound,
     StorageError,
 )
+from ._storage import Database, Session, connect
 
 __all__ = [
     "BinaryContent",
     "CorruptRecord",
+    "Database",
     "DatabaseBusy",
     "DatabaseError",
     "Finish",
@@ -46,10 +48,12 @@ __all__ = [
     "ReasoningContent",
     "Role",
     "ServiceClosed",
+    "Session",
     "SessionNotFound",
     "ShellCommand",
     "StorageError",
     "TextContent",
     "ToolCall",
     "ToolResult",
+    "connect",
 ]

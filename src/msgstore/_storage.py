@@ -1,0 +1,464 @@
+"""The SQLite layer: one apsw connection to a crush-compatible file, and its queries.
+
+The SQL text is crush's (``sql/messages.sql``, ``sql/sessions.sql``) with ``*`` spelled
+out, so rows are read by name whatever column order the file was built with, and with
+``rowid`` added to every ``ORDER BY`` so rows created in the same second keep their
+insertion order. Everything here is synchronous and short; the service decides where
+it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TypeAlias, cast
+
+import apsw
+import attrs
+
+from . import _schema
+from ._codec import decode_parts, encode_parts
+from ._content import Finish, Message, Part, Role
+from ._errors import (
+    CorruptRecord,
+    DatabaseBusy,
+    DatabaseError,
+    InvalidPart,
+    MessageNotFound,
+    SessionNotFound,
+    StorageError,
+)
+
+# -- SQL --------------------------------------------------------------------------------
+
+_MESSAGE_COLUMNS = (
+    "id, session_id, role, parts, model, created_at, updated_at, finished_at, provider, "
+    "is_summary_message"
+)
+_SESSION_COLUMNS = (
+    "id, parent_session_id, title, message_count, prompt_tokens, completion_tokens, cost, "
+    "updated_at, created_at, summary_message_id, todos"
+)
+
+_CREATE_SESSION = f"""INSERT INTO sessions (
+    id,
+    parent_session_id,
+    title,
+    message_count,
+    prompt_tokens,
+    completion_tokens,
+    cost,
+    summary_message_id,
+    updated_at,
+    created_at
+) VALUES (
+    ?,
+    ?,
+    ?,
+    ?,
+    ?,
+    ?,
+    ?,
+    null,
+    strftime('%s', 'now'),
+    strftime('%s', 'now')
+) RETURNING {_SESSION_COLUMNS}"""
+_GET_SESSION = f"SELECT {_SESSION_COLUMNS}\nFROM sessions\nWHERE id = ? LIMIT 1"
+_LIST_SESSIONS = f"""SELECT {_SESSION_COLUMNS}
+FROM sessions
+WHERE parent_session_id is NULL
+ORDER BY created_at DESC, rowid DESC"""
+
+_CREATE_MESSAGE = f"""INSERT INTO messages (
+    id,
+    session_id,
+    role,
+    parts,
+    model,
+    provider,
+    is_summary_message,
+    created_at,
+    updated_at
+) VALUES (
+    ?, ?, ?, ?, ?, ?, ?, strftime('%s', 'now'), strftime('%s', 'now')
+)
+RETURNING {_MESSAGE_COLUMNS}"""
+_UPDATE_MESSAGE = """UPDATE messages
+SET
+    parts = ?,
+    finished_at = ?,
+    updated_at = strftime('%s', 'now')
+WHERE id = ?"""
+_GET_MESSAGE = f"SELECT {_MESSAGE_COLUMNS}\nFROM messages\nWHERE id = ? LIMIT 1"
+_LIST_MESSAGES = f"""SELECT {_MESSAGE_COLUMNS}
+FROM messages
+WHERE session_id = ?
+ORDER BY created_at ASC, rowid ASC"""
+_LIST_USER_MESSAGES = f"""SELECT {_MESSAGE_COLUMNS}
+FROM messages
+WHERE session_id = ? AND role = 'user'
+ORDER BY created_at DESC, rowid DESC"""
+_LIST_ALL_USER_MESSAGES = f"""SELECT {_MESSAGE_COLUMNS}
+FROM messages
+WHERE role = 'user'
+ORDER BY created_at DESC, rowid DESC"""
+_LAST_ASSISTANT_MESSAGE = f"""SELECT {_MESSAGE_COLUMNS}
+FROM messages
+WHERE session_id = ? AND role = 'assistant' AND is_summary_message = 0
+ORDER BY created_at DESC, rowid DESC
+LIMIT 1"""
+_MESSAGE_IDS = """SELECT id
+FROM messages
+WHERE session_id = ?
+ORDER BY created_at ASC, rowid ASC"""
+_DELETE_MESSAGE = "DELETE FROM messages\nWHERE id = ?"
+# RETURNING's row order is unspecified; created_at and rowid let us sort the ids.
+_DELETE_SESSION_MESSAGES = (
+    "DELETE FROM messages\nWHERE session_id = ?\nRETURNING id, created_at, rowid"
+)
+
+# The column types the schema guarantees (checked again by Message's validators).
+_MessageRow: TypeAlias = tuple[
+    str, str, str, str, str | None, int, int, int | None, str | None, int
+]
+_SessionRow: TypeAlias = tuple[
+    str, str | None, str, int, int, int, float, int, int, str | None, str | None
+]
+
+# -- rows -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Session:
+    """One row of crush's ``sessions`` table."""
+
+    id: str
+    parent_session_id: str | None
+    title: str
+    message_count: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    updated_at: int
+    created_at: int
+    summary_message_id: str | None
+    todos: str | None
+
+
+def _session(row: apsw.SQLiteValues) -> Session:
+    return Session(*cast(_SessionRow, row))
+
+
+def _message(row: apsw.SQLiteValues) -> Message:
+    """A ``Message`` from a row; ``CorruptRecord`` (naming the id) when it cannot be one."""
+    (id, session_id, role, parts, model, created_at, updated_at, _, provider, summary) = cast(
+        _MessageRow, row
+    )
+    if not isinstance(parts, str):
+        raise CorruptRecord(f"parts is {type(parts).__name__}, not text", message_id=id)
+    try:
+        return Message(
+            id=id,
+            session_id=session_id,
+            role=role,  # the converter checks it
+            parts=decode_parts(parts, message_id=id),
+            model=model or "",
+            provider=provider or "",
+            created_at=created_at,
+            updated_at=updated_at,
+            is_summary_message=bool(summary),
+        )
+    except InvalidPart as e:  # an unknown role, a column of the wrong type
+        raise CorruptRecord(str(e), message_id=id) from e
+
+
+def _finished_at(parts: Sequence[Part]) -> int | None:
+    # The first finish part, as Message.finish_part() and crush's FinishPart() pick it.
+    for part in parts:
+        if isinstance(part, Finish):
+            return part.time
+    return None
+
+
+# -- opening ----------------------------------------------------------------------------
+
+# Per-connection settings (SPEC §2) that read-only connections also get: none writes.
+_READ_PRAGMAS = (("foreign_keys", "ON"), ("temp_store", "MEMORY"), ("cache_size", -8000))
+# page_size comes first: it only takes effect before the file's first page is written.
+_WRITE_PRAGMAS = (
+    ("page_size", 4096),
+    ("journal_mode", "WAL"),
+    ("synchronous", "NORMAL"),
+    *_READ_PRAGMAS,
+    ("secure_delete", "ON"),
+)
+
+
+def connect(
+    path: str | os.PathLike[str], *, read_only: bool = False, busy_timeout_ms: int = 30000
+) -> Database:
+    """Open (creating and migrating unless ``read_only``) a crush-compatible database.
+
+    A file that is not a usable database raises ``DatabaseError`` and is left exactly
+    as it was. ``read_only`` opens an existing file without changing a byte of it.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise DatabaseError("empty database path")
+    flags = (
+        apsw.SQLITE_OPEN_READONLY
+        if read_only
+        else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    )
+    try:
+        con = apsw.Connection(path, flags=flags)
+    except apsw.Error as e:
+        raise DatabaseError(f"cannot open database {path!r}: {e}") from e
+    try:
+        con.set_busy_timeout(busy_timeout_ms)
+        _prepare(con, path, read_only=read_only)
+    except (apsw.BusyError, apsw.LockedError) as e:
+        con.close()
+        raise DatabaseBusy(f"database {path!r} is locked by another connection") from e
+    except apsw.Error as e:
+        con.close()
+        raise DatabaseError(f"cannot use {path!r} as a database: {e}") from e
+    except BaseException:
+        con.close()
+        raise
+    return Database(con, path, read_only=read_only)
+
+
+def _prepare(con: apsw.Connection, path: str, *, read_only: bool) -> None:
+    # The first statement must be a read: apsw opens a file that is not a database
+    # without complaint and SQLite only notices on the first query, so every pragma
+    # or migration that could write the file waits until this has passed.
+    _schema.check_recognised(con, path)
+    if read_only:
+        for name, value in _READ_PRAGMAS:
+            con.pragma(name, value)
+        missing = _schema.missing_versions(con)
+        if missing:
+            raise DatabaseError(
+                f"{path!r} lacks schema versions {missing}; open it once read-write to migrate it"
+            )
+    else:
+        for name, value in _WRITE_PRAGMAS:
+            con.pragma(name, value)
+        _schema.migrate(con, path)
+    _schema.warn_if_newer(con, path)
+
+
+# -- the database -----------------------------------------------------------------------
+
+
+class Database:
+    """One connection to a crush-compatible database, with crush's queries.
+
+    A context manager; ``close()`` may be called more than once. Not for use from
+    several threads at once (apsw would serialise the calls, but ``changes()`` after
+    a write must belong to that write).
+    """
+
+    def __init__(self, connection: apsw.Connection, path: str, *, read_only: bool) -> None:
+        self.connection = connection
+        self.path = path
+        self.read_only = read_only
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("read-only" if self.read_only else "open")
+        return f"<Database {self.path!r} {state}>"
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL when it is the last one)."""
+        if not self._closed:
+            self._closed = True
+            self.connection.close()
+
+    def set_busy_timeout(self, ms: int) -> None:
+        """How long SQLite itself waits for a lock before raising ``DatabaseBusy``."""
+        self.connection.set_busy_timeout(ms)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _error(self, e: apsw.Error, doing: str) -> StorageError:
+        if isinstance(e, apsw.BusyError | apsw.LockedError):
+            return DatabaseBusy(f"{doing}: {self.path!r} is locked by another connection")
+        if isinstance(e, apsw.ReadOnlyError) and self.read_only:
+            return StorageError(f"{doing}: {self.path!r} is open read-only")
+        if isinstance(e, apsw.ConnectionClosedError):
+            return StorageError(f"{doing}: the database {self.path!r} is closed")
+        return StorageError(f"{doing} on {self.path!r} failed: {e}")
+
+    def _rows(self, sql: str, params: tuple[str, ...], doing: str) -> list[apsw.SQLiteValues]:
+        # fetchall, never fetchone: a statement left half-stepped keeps its transaction
+        # (and, for INSERT ... RETURNING, the write lock) open.
+        try:
+            return self.connection.execute(sql, params).fetchall()
+        except apsw.Error as e:
+            raise self._error(e, doing) from e
+
+    def _change(self, sql: str, params: tuple[str, ...], doing: str) -> int:
+        """Run one write and return how many rows it changed (triggers not counted)."""
+        con = self.connection
+        try:
+            con.execute(sql, params)
+        except apsw.Error as e:
+            raise self._error(e, doing) from e
+        return con.changes()
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def create_session(
+        self, title: str, *, id: str | None = None, parent_session_id: str | None = None
+    ) -> Session:
+        """Insert a session (crush's ``CreateSession``); ``id`` defaults to a new UUID4."""
+        sid = str(uuid.uuid4()) if id is None else id
+        try:
+            rows = self.connection.execute(
+                _CREATE_SESSION, (sid, parent_session_id, title, 0, 0, 0, 0.0)
+            ).fetchall()
+        except apsw.Error as e:
+            raise self._error(e, f"create session {sid!r}") from e
+        return _session(rows[0])
+
+    def get_session(self, id: str) -> Session:
+        rows = self._rows(_GET_SESSION, (id,), f"get session {id!r}")
+        if not rows:
+            raise SessionNotFound(f"no session {id!r}")
+        return _session(rows[0])
+
+    def list_sessions(self) -> list[Session]:
+        """Top-level sessions (no parent), newest first."""
+        return [_session(r) for r in self._rows(_LIST_SESSIONS, (), "list sessions")]
+
+    # -- messages: writes -----------------------------------------------------------------
+
+    def insert_message(
+        self,
+        *,
+        session_id: str,
+        role: Role | str,
+        parts: Sequence[Part] = (),
+        model: str = "",
+        provider: str = "",
+        is_summary_message: bool = False,
+        id: str | None = None,
+    ) -> Message:
+        """Insert a message row as crush's ``CreateMessage`` does and return it.
+
+        Stores ``parts`` as given: adding the ``stop`` finish part to non-assistant
+        messages is the service's job.
+        """
+        mid = str(uuid.uuid4()) if id is None else id
+        try:
+            role = Role(role)
+        except ValueError:
+            raise InvalidPart(
+                f"role must be one of {[r.value for r in Role]}, got {role!r}"
+            ) from None
+        parts_json = encode_parts(parts)
+        params = (
+            mid,
+            session_id,
+            role.value,
+            parts_json,
+            model,
+            provider or None,
+            int(is_summary_message),
+        )
+        try:
+            rows = self.connection.execute(_CREATE_MESSAGE, params).fetchall()
+        except apsw.ConstraintError as e:
+            # extendedresult is missing from apsw's type stubs.
+            if e.extendedresult == apsw.SQLITE_CONSTRAINT_FOREIGNKEY:  # type: ignore[attr-defined]
+                raise SessionNotFound(f"no session {session_id!r}") from e
+            raise self._error(e, f"insert message {mid!r}") from e
+        except apsw.Error as e:
+            raise self._error(e, f"insert message {mid!r}") from e
+        return _message(rows[0])
+
+    def write_parts(self, id: str, parts_json: str, finished_at: int | None) -> bool:
+        """Store a message's encoded parts; False when no row has that id.
+
+        The service's hot path, called on every debounced write: one constant,
+        parameterised statement (apsw keeps it prepared), nothing else.
+        """
+        con = self.connection
+        try:
+            con.execute(_UPDATE_MESSAGE, (parts_json, finished_at, id))
+        except apsw.Error as e:
+            raise self._error(e, f"write message {id!r}") from e
+        return con.changes() != 0
+
+    def update_message(self, id: str, parts: Sequence[Part]) -> None:
+        """Store ``parts``, with ``finished_at`` from the finish part (NULL when none)."""
+        if not self.write_parts(id, encode_parts(parts), _finished_at(parts)):
+            raise MessageNotFound(f"no message {id!r}")
+
+    def delete_message(self, id: str) -> None:
+        if not self._change(_DELETE_MESSAGE, (id,), f"delete message {id!r}"):
+            raise MessageNotFound(f"no message {id!r}")
+
+    def delete_session_messages(self, session_id: str) -> list[str]:
+        """Delete every message of a session; return their ids, oldest first."""
+        rows = self._rows(
+            _DELETE_SESSION_MESSAGES, (session_id,), f"delete messages of session {session_id!r}"
+        )
+        rows.sort(key=lambda r: (cast(int, r[1]), cast(int, r[2])))
+        return [cast(str, r[0]) for r in rows]
+
+    # -- messages: reads ------------------------------------------------------------------
+
+    def get_message(self, id: str) -> Message:
+        rows = self._rows(_GET_MESSAGE, (id,), f"get message {id!r}")
+        if not rows:
+            raise MessageNotFound(f"no message {id!r}")
+        return _message(rows[0])
+
+    def list_messages(self, session_id: str) -> list[Message]:
+        """A session's messages, oldest first."""
+        rows = self._rows(_LIST_MESSAGES, (session_id,), f"list messages of {session_id!r}")
+        return [_message(r) for r in rows]
+
+    def list_user_messages(self, session_id: str) -> list[Message]:
+        """A session's user messages, newest first."""
+        rows = self._rows(
+            _LIST_USER_MESSAGES, (session_id,), f"list user messages of {session_id!r}"
+        )
+        return [_message(r) for r in rows]
+
+    def list_all_user_messages(self) -> list[Message]:
+        """Every session's user messages, newest first."""
+        rows = self._rows(_LIST_ALL_USER_MESSAGES, (), "list all user messages")
+        return [_message(r) for r in rows]
+
+    def get_last_assistant_message(self, session_id: str) -> Message | None:
+        """The session's newest assistant message that is not a summary, if any."""
+        rows = self._rows(
+            _LAST_ASSISTANT_MESSAGE, (session_id,), f"last assistant message of {session_id!r}"
+        )
+        return _message(rows[0]) if rows else None
+
+    def message_ids(self, session_id: str) -> list[str]:
+        """A session's message ids, oldest first, without decoding any parts."""
+        rows = self._rows(_MESSAGE_IDS, (session_id,), f"list message ids of {session_id!r}")
+        return [cast(str, r[0]) for r in rows]
