@@ -1,5 +1,6 @@
 """msgstore: a Trio message store for streaming LLM output, compatible with crush's files."""
 
+from ._codec import decode_parts, encode_parts
 from ._content import (
     BinaryContent,
     Finish,
@@ -56,4 +57,6 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "connect",
+    "decode_parts",
+    "encode_parts",
 ]
