@@ -1,5 +1,6 @@
 """msgstore: a Trio message store for streaming LLM output, compatible with crush's files."""
 
+from ._broker import Broker, BrokerStatistics, Event, EventType, open_broker
 from ._codec import decode_parts, encode_parts
 from ._content import (
     BinaryContent,
@@ -28,14 +29,24 @@ from ._errors import (
     SessionNotFound,
     StorageError,
 )
+from ._service import (
+    MessageService,
+    ServiceStatistics,
+    open_message_service,
+    run_message_service,
+)
 from ._storage import Database, Session, connect
 
 __all__ = [
     "BinaryContent",
+    "Broker",
+    "BrokerStatistics",
     "CorruptRecord",
     "Database",
     "DatabaseBusy",
     "DatabaseError",
+    "Event",
+    "EventType",
     "Finish",
     "FinishReason",
     "ImageURLContent",
@@ -43,12 +54,14 @@ __all__ = [
     "InvalidUpdate",
     "Message",
     "MessageNotFound",
+    "MessageService",
     "MsgstoreError",
     "NotFound",
     "Part",
     "ReasoningContent",
     "Role",
     "ServiceClosed",
+    "ServiceStatistics",
     "Session",
     "SessionNotFound",
     "ShellCommand",
@@ -59,4 +72,7 @@ __all__ = [
     "connect",
     "decode_parts",
     "encode_parts",
+    "open_broker",
+    "open_message_service",
+    "run_message_service",
 ]

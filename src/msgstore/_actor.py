@@ -118,8 +118,12 @@ class MessageActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         error: Exception | None = None
+        cancelled = False
         try:
             await self._loop()
+        except trio.Cancelled:
+            cancelled = True
+            raise
         except Exception as exc:
             # A bug here must not take the service's nursery (and every other
             # message) down with it: log, try to save the state, answer the waiters.
@@ -130,7 +134,10 @@ class MessageActor:
             except Exception:
                 logger.exception("could not save the state of message %s", self.id)
         finally:
-            self._service._forget(self)
+            # Cancelled means the service is ending: stay findable, so that its
+            # final flush writes what is still buffered here.
+            if not (cancelled and self.dirty):
+                self._service._forget(self)
             self._send.close()
             self._answer_leftovers(error)
             self._receive.close()

@@ -8,6 +8,7 @@ the newest accepted state, buffered or written.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import math
@@ -193,17 +194,17 @@ class MessageService:
             return actor.latest.clone()
         return self.db.get_message(message_id)
 
-    async def list(self, session_id: str) -> list[Message]:
+    async def list(self, session_id: str) -> builtins.list[Message]:
         """The session's messages, oldest first, each in its newest accepted state."""
         await trio.lowlevel.checkpoint()
         return self._overlay(self.db.list_messages(session_id))
 
-    async def list_user_messages(self, session_id: str) -> list[Message]:
+    async def list_user_messages(self, session_id: str) -> builtins.list[Message]:
         """The session's user messages, newest first."""
         await trio.lowlevel.checkpoint()
         return self._overlay(self.db.list_user_messages(session_id))
 
-    async def list_all_user_messages(self) -> list[Message]:
+    async def list_all_user_messages(self) -> builtins.list[Message]:
         """Every user message of every session, newest first."""
         await trio.lowlevel.checkpoint()
         return self._overlay(self.db.list_all_user_messages())
@@ -214,7 +215,7 @@ class MessageService:
         found = self.db.get_last_assistant_message(session_id)
         return None if found is None else self._overlay([found])[0]
 
-    def _overlay(self, rows: Sequence[Message]) -> list[Message]:
+    def _overlay(self, rows: Sequence[Message]) -> builtins.list[Message]:
         actors = self._actors
         out = []
         for row in rows:
