@@ -422,6 +422,13 @@ def test_decode_reads_escaped_lone_surrogates_as_replacement_character_like_go()
     assert decode_one(column) == TextContent("a\ufffdb\ufffdc\U0001f680 \\ud800")
 
 
+def test_decode_reads_escaped_lone_surrogates_in_responses_data_as_replacement_character() -> None:
+    column = wrap("reasoning", '{"responses_data":{"k\\ud800":["\\udc00",{"x":"\\ud83d"}]}}')
+    part = decode_one(column)
+    assert isinstance(part, ReasoningContent)
+    assert part.responses_data == {"k\ufffd": ["\ufffd", {"x": "\ufffd"}]}
+
+
 # -- errors -----------------------------------------------------------------------------
 
 
@@ -540,7 +547,8 @@ def test_encode_unserializable_responses_data_raises_invalid_part_naming_index(
 # -- properties -------------------------------------------------------------------------
 
 _SPECIAL = list('<>&"\\/\b\f\n\r\t\x00\x01\x1f\x7f\u2028\u2029\ufffd\u00e9\u65e5\U0001f680')
-texts = st.text(st.sampled_from(_SPECIAL) | st.characters(), max_size=40)
+# Surrogates cannot round-trip (they become U+FFFD, as in Go); the escaping test has them.
+texts = st.text(st.sampled_from(_SPECIAL) | st.characters(codec="utf-8"), max_size=40)
 int64s = st.integers(INT64_MIN, INT64_MAX)
 bools = st.booleans()
 
