@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from operator import attrgetter
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import attrs
 
@@ -212,12 +212,25 @@ PART_TYPES: tuple[type, ...] = (
 )
 
 
+_P = TypeVar("_P")
+
+
 def check_parts(parts: Iterable[object], *, where: str = "parts") -> list[Part]:
     """Return ``parts`` as a list, or raise ``InvalidPart`` naming the first non-part."""
     out = list(parts)
     for i, part in enumerate(out):
         if not isinstance(part, PART_TYPES):
             raise InvalidPart(f"{where}[{i}] is a {type(part).__name__}, not a part")
+    return out  # type: ignore[return-value]
+
+
+def _only(kind: type[_P], items: Iterable[object], where: str) -> list[_P]:
+    out = list(items)
+    for i, item in enumerate(out):
+        if not isinstance(item, kind):
+            raise InvalidPart(
+                f"{where}: item {i} is a {type(item).__name__}, not a {kind.__name__}"
+            )
     return out  # type: ignore[return-value]
 
 
@@ -411,7 +424,7 @@ class Message:
 
     def set_tool_calls(self, tool_calls: Iterable[ToolCall]) -> None:
         """Replace every tool call with these, appended at the end."""
-        new = check_parts(tool_calls, where="tool_calls")
+        new = _only(ToolCall, tool_calls, "set_tool_calls")
         self.parts = [p for p in self.parts if type(p) is not ToolCall] + new
 
     def add_tool_result(self, tool_result: ToolResult) -> None:
@@ -423,7 +436,7 @@ class Message:
 
     def set_tool_results(self, tool_results: Iterable[ToolResult]) -> None:
         """Replace every tool result with these, appended at the end."""
-        new = check_parts(tool_results, where="tool_results")
+        new = _only(ToolResult, tool_results, "set_tool_results")
         self.parts = [p for p in self.parts if type(p) is not ToolResult] + new
 
     def add_finish(self, reason: FinishReason | str, message: str = "", details: str = "") -> None:
