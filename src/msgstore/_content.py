@@ -425,7 +425,8 @@ class Message:
     def set_tool_calls(self, tool_calls: Iterable[ToolCall]) -> None:
         """Replace every tool call with these, appended at the end."""
         new = _only(ToolCall, tool_calls, "set_tool_calls")
-        self.parts = [p for p in self.parts if type(p) is not ToolCall] + new
+        self.parts = [p for p in self.parts if type(p) is not ToolCall]
+        self.parts.extend(new)
 
     def add_tool_result(self, tool_result: ToolResult) -> None:
         if not isinstance(tool_result, ToolResult):
@@ -437,7 +438,8 @@ class Message:
     def set_tool_results(self, tool_results: Iterable[ToolResult]) -> None:
         """Replace every tool result with these, appended at the end."""
         new = _only(ToolResult, tool_results, "set_tool_results")
-        self.parts = [p for p in self.parts if type(p) is not ToolResult] + new
+        self.parts = [p for p in self.parts if type(p) is not ToolResult]
+        self.parts.extend(new)
 
     def add_finish(self, reason: FinishReason | str, message: str = "", details: str = "") -> None:
         """Replace any finish part with a new one stamped now."""
