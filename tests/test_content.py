@@ -240,3 +240,13 @@ def test_helpers_reject_non_parts() -> None:
         msg.set_tool_calls([TextContent("x")])  # type: ignore[list-item]
     with pytest.raises(InvalidPart):
         msg.append_content(5)  # type: ignore[arg-type]
+
+
+def test_int_fields_must_fit_in_int64_like_go() -> None:
+    with pytest.raises(InvalidPart, match=r"Finish\.time is outside int64"):
+        Finish(time=2**63)
+
+
+def test_responses_data_refuses_nan() -> None:
+    with pytest.raises(InvalidPart, match="responses_data"):
+        ReasoningContent(responses_data={"x": float("nan")})

@@ -67,7 +67,17 @@ def _check(kind: type, kind_name: str, *, allow_bool: bool = True) -> Callable[.
 
 
 _str = _check(str, "str")
-_int = _check(int, "int", allow_bool=False)
+_is_int = _check(int, "int", allow_bool=False)
+_INT64 = range(-(2**63), 2**63)
+
+
+def _int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _is_int(instance, attribute, value)
+    # The file is shared with Go, whose fields are int64.
+    if value not in _INT64:
+        raise InvalidPart(f"{type(instance).__name__}.{attribute.name} is outside int64: {value}")
+
+
 _bool = _check(bool, "bool")
 _bytes = _check(bytes, "bytes")
 
@@ -79,7 +89,7 @@ def _json_object_or_none(instance: object, attribute: attrs.Attribute[Any], valu
         # Checked here, not at write time: a value JSON cannot hold would make every
         # later write of the message fail, long after the caller could be told.
         try:
-            json.dumps(value)
+            json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidPart(
                 f"{type(instance).__name__}.{attribute.name} must hold only JSON values: {exc}"
