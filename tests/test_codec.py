@@ -528,8 +528,12 @@ def test_encode_accepts_subclasses_of_part_classes() -> None:
 
 
 def test_encode_integer_outside_int64_raises_invalid_part_naming_index_and_field() -> None:
+    # Construction refuses such a value already; the encoder checks again for a part
+    # whose field was changed behind the validators' back.
+    part = Finish("stop", 0)
+    object.__setattr__(part, "time", INT64_MAX + 1)
     with pytest.raises(InvalidPart, match=r"parts\[1\].*Finish\.time"):
-        encode_parts([TextContent(), Finish("stop", INT64_MAX + 1)])
+        encode_parts([TextContent(), part])
 
 
 @pytest.mark.parametrize("value", [object(), float("nan"), {1, 2}])
