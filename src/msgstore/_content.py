@@ -11,7 +11,6 @@ import enum
 import json
 import time
 from collections.abc import Callable, Iterable
-from operator import attrgetter
 from typing import Any, TypeAlias, TypeVar
 
 import attrs
@@ -256,7 +255,7 @@ def _role(value: object) -> Role:
 # -- the message ----------------------------------------------------------------------
 
 
-@attrs.define(eq=True)
+@attrs.define(eq=True, slots=False)
 class Message:
     """One message of a session: its parts and metadata.
 
@@ -276,11 +275,12 @@ class Message:
 
     def clone(self) -> Message:
         """A copy whose parts list is independent (parts themselves are immutable)."""
-        # Bypasses the validating __setattr__: every field was validated already.
+        # Runs on every update: copying __dict__ skips the validating __setattr__
+        # (every field was validated already) and costs a quarter of evolve().
+        state = self.__dict__.copy()
+        state["parts"] = list(self.parts)
         new = object.__new__(Message)
-        for name, value in zip(_MESSAGE_FIELDS, _message_values(self), strict=True):
-            _set(new, name, value)
-        _set(new, "parts", list(self.parts))
+        _set(new, "__dict__", state)
         return new
 
     # -- readers ----------------------------------------------------------------------
@@ -468,6 +468,4 @@ class Message:
         self.parts = [p for p in self.parts if type(p) not in streamed]
 
 
-_MESSAGE_FIELDS = tuple(a.name for a in attrs.fields(Message))
-_message_values = attrgetter(*_MESSAGE_FIELDS)
 _set = object.__setattr__
