@@ -197,12 +197,18 @@ _WRITE_PRAGMAS = (
 
 
 def connect(
-    path: str | os.PathLike[str], *, read_only: bool = False, busy_timeout_ms: int = 30000
+    path: str | os.PathLike[str],
+    *,
+    read_only: bool = False,
+    busy_timeout_ms: int = 30000,
+    vfs: str | None = None,
 ) -> Database:
     """Open (creating and migrating unless ``read_only``) a crush-compatible database.
 
     A file that is not a usable database raises ``DatabaseError`` and is left exactly
     as it was. ``read_only`` opens an existing file without changing a byte of it.
+    ``vfs`` names a registered SQLite VFS to open it through (tests use one that
+    injects I/O faults); the default is SQLite's own.
     """
     path = os.fspath(path)
     if not path:
@@ -213,7 +219,7 @@ def connect(
         else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     )
     try:
-        con = apsw.Connection(path, flags=flags)
+        con = apsw.Connection(path, flags=flags, vfs=vfs)
     except apsw.Error as e:
         raise DatabaseError(f"cannot open database {path!r}: {e}") from e
     try:
