@@ -14,6 +14,17 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-m", "not slow", *session.posargs)
 
 
+# The oldest versions pyproject.toml admits; the suite must pass on them too.
+LOWEST = ["trio==0.27.0", "trio-util==0.8.0", "apsw==3.46.1.0", "cattrs==25.1.1", "attrs==24.2.0"]
+
+
+@nox.session
+def lowest(session: nox.Session) -> None:
+    """The test suite on the lowest supported dependency versions."""
+    session.install("-e", ".[test]", *LOWEST)
+    session.run("pytest", "-m", "not slow and not reliability", *session.posargs)
+
+
 @nox.session
 def crash(session: nox.Session) -> None:
     """The long reliability sweeps: fault injection, power loss, process kills."""
