@@ -121,9 +121,6 @@ class MessageActor:
         cancelled = False
         try:
             await self._loop()
-        except trio.Cancelled:
-            cancelled = True
-            raise
         except Exception as exc:
             # A bug here must not take the service's nursery (and every other
             # message) down with it: log, try to save the state, answer the waiters.
@@ -133,9 +130,14 @@ class MessageActor:
                 self.write_now()
             except Exception:
                 logger.exception("could not save the state of message %s", self.id)
+        except BaseException:
+            # Cancelled, or KeyboardInterrupt raised in this task: either way the
+            # service is ending.
+            cancelled = True
+            raise
         finally:
-            # Cancelled means the service is ending: stay findable, so that its
-            # final flush writes what is still buffered here.
+            # The service is ending: stay findable, so that its final flush writes
+            # what is still buffered here.
             if not (cancelled and self.dirty):
                 self._service._forget(self)
             self._send.close()
