@@ -295,16 +295,26 @@ class MessageService:
         self._nursery.cancel_scope.cancel()
 
     async def _final_flush(self) -> None:
-        for actor in tuple(self._actors.values()):
-            busy_since = trio.current_time()
-            while actor.dirty and not actor.deleted:
+        # Each pass tries every message once: a message that cannot be written must not
+        # use up the shutdown time of the others.
+        pending = tuple(self._actors.values())
+        started = trio.current_time()
+        while pending:
+            failed: list[tuple[MessageActor, Exception]] = []
+            for actor in pending:
+                if not actor.dirty or actor.deleted:
+                    continue
                 try:
                     actor.write_now()
                 except Exception as exc:
-                    if trio.current_time() - busy_since >= self.busy_timeout:
-                        logger.error("final write of message %s failed: %s", actor.id, exc)
-                        break
-                    await trio.sleep(0.01)
+                    failed.append((actor, exc))
+            if failed and trio.current_time() - started >= self.busy_timeout:
+                for actor, error in failed:
+                    logger.error("final write of message %s failed: %s", actor.id, error)
+                return
+            pending = tuple(actor for actor, _ in failed)
+            if pending:
+                await trio.sleep(0.01)
 
 
 @asynccontextmanager
