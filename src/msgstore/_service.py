@@ -299,6 +299,7 @@ class MessageService:
         # use up the shutdown time of the others.
         pending = tuple(self._actors.values())
         started = trio.current_time()
+        interrupted: BaseException | None = None
         while pending:
             failed: list[tuple[MessageActor, Exception]] = []
             for actor in pending:
@@ -308,13 +309,19 @@ class MessageService:
                     actor.write_now()
                 except Exception as exc:
                     failed.append((actor, exc))
+                except BaseException as exc:
+                    # KeyboardInterrupt in one write: that message is left as it was;
+                    # the others are still written, then the interrupt goes on.
+                    interrupted = interrupted or exc
             if failed and trio.current_time() - started >= self.busy_timeout:
                 for actor, error in failed:
                     logger.error("final write of message %s failed: %s", actor.id, error)
-                return
+                break
             pending = tuple(actor for actor, _ in failed)
             if pending:
                 await trio.sleep(0.01)
+        if interrupted is not None:
+            raise interrupted
 
 
 @asynccontextmanager
