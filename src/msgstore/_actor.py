@@ -83,6 +83,7 @@ class MessageActor:
         self._idle_at = trio.current_time() + service.idle_timeout
         self._failures = 0
         self._scope: trio.CancelScope | None = None
+        self._in_flight: Request | None = None  # the request being handled
         self._send, self._receive = trio.open_memory_channel[Request](math.inf)
 
     # -- called by the service, from the caller's task ----------------------------
@@ -146,6 +147,11 @@ class MessageActor:
 
     def _answer_leftovers(self, error: Exception | None) -> None:
         """Answer requests still queued, so that no caller waits on a finished actor."""
+        request = self._in_flight
+        if request is not None and not request.done.is_set():
+            # Cut short (the service is ending): its caller may be in another nursery,
+            # which nothing else would wake.
+            request.reply(error or ServiceClosed("the message service has closed"))
         while True:
             try:
                 request = self._receive.receive_nowait()
@@ -172,6 +178,7 @@ class MessageActor:
                     return
                 finally:
                     self._scope = None
+            self._in_flight = request
             if request is None:
                 if self.dirty:
                     if trio.current_time() >= self._deadline:
