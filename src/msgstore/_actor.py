@@ -21,7 +21,8 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -39,6 +40,24 @@ logger = logging.getLogger("msgstore")
 # failed write. Both run on Trio's clock, so a test's mock clock drives them too.
 _BUSY_BACKOFF = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 _RETRY_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+T = TypeVar("T")
+
+
+async def wait_out_busy(service: MessageService, write: Callable[[], T]) -> T:
+    """Run a one-statement ``write``, waiting on Trio time while another connection
+    holds the lock, up to ``busy_timeout`` (the service's connection does not wait)."""
+    started = trio.current_time()
+    attempt = 0
+    while True:
+        try:
+            return write()
+        except DatabaseBusy:
+            if trio.current_time() - started >= service.busy_timeout:
+                raise
+        service._busy_waits += 1
+        await trio.sleep(_BUSY_BACKOFF[min(attempt, len(_BUSY_BACKOFF) - 1)])
+        attempt += 1
 
 
 class RequestKind(enum.Enum):
@@ -294,7 +313,7 @@ class MessageActor:
     async def _delete(self, request: Request) -> None:
         service = self._service
         try:
-            service.db.delete_message(self.id)
+            await wait_out_busy(service, lambda: service.db.delete_message(self.id))
         except Exception as exc:
             request.reply(exc)
             return

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._actor import MessageActor, RequestKind
+from ._actor import MessageActor, RequestKind, wait_out_busy
 from ._broker import Broker, Event, EventType, open_broker
 from ._codec import encode_parts
 from ._content import Finish, FinishReason, Message, Part, Role, check_parts
@@ -103,13 +103,16 @@ class MessageService:
             raise InvalidUpdate(str(exc)) from exc
         if role is not Role.ASSISTANT:
             checked.append(Finish(reason=FinishReason.STOP, time=0))
-        message = self.db.insert_message(
-            session_id=session_id,
-            role=role,
-            parts=checked,
-            model=model,
-            provider=provider,
-            is_summary_message=is_summary_message,
+        message = await wait_out_busy(
+            self,
+            lambda: self.db.insert_message(
+                session_id=session_id,
+                role=role,
+                parts=checked,
+                model=model,
+                provider=provider,
+                is_summary_message=is_summary_message,
+            ),
         )
         # crush publishes ``created`` lossily; a UI that misses it never shows the
         # message, so it goes by must-deliver here.
