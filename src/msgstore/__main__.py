@@ -1,0 +1,7 @@
+"""``python -m msgstore``: the same command line as ``msgstore``."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

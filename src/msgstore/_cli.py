@@ -1,0 +1,306 @@
+"""The ``msgstore`` command: a live demo, and a look inside crush/msgstore database files.
+
+Read commands (``sessions``, ``show``, ``export``, ``stats``) open the file read-only
+and apply no migrations, so pointing them at crush's own database never changes it.
+Every expected failure is one ``msgstore: error: ...`` line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import IO
+
+import apsw
+
+from ._errors import MsgstoreError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(MsgstoreError):
+    """A failure the command line reports as one line."""
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    from ._inspect import all_sessions, open_read_only
+    from ._render import Output, sessions_lines
+
+    with open_read_only(args.db) as db:
+        lines = sessions_lines(all_sessions(db))
+    Output(sys.stdout).lines(lines)
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from ._inspect import open_read_only, require_sessions
+    from ._render import Output, show_lines
+
+    with open_read_only(args.db) as db:
+        (session,) = require_sessions(db, [args.session_id])
+        lines = show_lines(session, db.list_messages(session.id))
+    Output(sys.stdout).lines(lines)
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from ._inspect import file_stats, open_read_only
+    from ._render import Output, stats_lines
+
+    with open_read_only(args.db) as db:
+        lines = stats_lines(file_stats(db))
+    Output(sys.stdout).lines(lines)
+    return 0
+
+
+@contextlib.contextmanager
+def _output_file(path: str | None) -> Iterator[IO[bytes]]:
+    """stdout, or a file that only appears (atomically) once it is complete."""
+    if path is None or path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ._export import export_jsonl, export_markdown
+    from ._inspect import open_read_only
+
+    write = export_jsonl if args.format == "jsonl" else export_markdown
+    with open_read_only(args.db) as db, _output_file(args.output) as out:
+        sessions, messages = write(db, args.session_ids, out)
+    if args.output not in (None, "-"):
+        print(f"exported {_n(sessions, 'session')}, {_n(messages, 'message')} to {args.output}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from ._export import import_export, read_export
+    from ._storage import connect
+
+    source = Path(args.file)
+    if not source.is_file():
+        raise CliError(f"{source}: no such file")
+    # Checked whole before the database is opened: a bad file creates nothing.
+    with source.open("rb") as f:
+        data = read_export(f, name=str(source))
+    with connect(args.db) as db:
+        result = import_export(db, data)
+    renamed = len(result.renamed_sessions) + len(result.renamed_messages)
+    note = f" ({renamed} given new ids: the file already had them)" if renamed else ""
+    what = f"{_n(result.sessions, 'session')}, {_n(result.messages, 'message')}"
+    print(f"imported {what} into {args.db}{note}")
+    for old, new in result.renamed_sessions.items():
+        print(f"session {old} -> {new}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import DemoOptions, default_db_path, run_demo_cli
+
+    if args.streams < 1:
+        raise CliError("--streams must be at least 1")
+    if not args.speed > 0:
+        raise CliError("--speed must be greater than 0")
+    db_path = Path(args.db) if args.db else default_db_path()
+    if not db_path.parent.is_dir():
+        raise CliError(f"{db_path.parent}: no such directory")
+    options = DemoOptions(
+        db_path=db_path,
+        streams=args.streams,
+        speed=args.speed,
+        seed=args.seed,
+        plain=args.plain,
+    )
+    return run_demo_cli(options)
+
+
+# -- the parser ---------------------------------------------------------------------------
+
+
+def _package_version() -> str:
+    try:
+        return version("msgstore")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        required=True,
+        metavar="PATH",
+        help="the crush or msgstore database file (crush keeps it at .crush/crush.db)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msgstore",
+        description=(
+            "A Trio message store for streaming LLM output. Run the live demo, or look "
+            "inside a crush/msgstore database file (read commands never change the file)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"msgstore {_package_version()}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(
+        name: str, func: Callable[[argparse.Namespace], int], help: str, description: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description)
+        p.set_defaults(func=func)
+        return p
+
+    p = command(
+        "demo",
+        _cmd_demo,
+        "a simulated agent streaming several conversations through the service, live",
+        "A simulated coding agent runs several conversations at once through the real "
+        "message service: prompts, streamed reasoning, text and tool calls, tool results. "
+        "A live view (rich) shows each message grow and counts tokens, SQL writes and "
+        "events. Without a terminal it prints progress lines. Leaves a database that "
+        "'msgstore show' can open.",
+    )
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help="database file to write (default: demo.db in a new temporary directory)",
+    )
+    p.add_argument(
+        "--streams", type=int, default=4, metavar="N", help="conversations at once (default 4)"
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="run X times faster than a real model (default 1: about 10 seconds)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run")
+    p.add_argument("--plain", action="store_true", help="progress lines, even on a terminal")
+
+    p = command(
+        "sessions",
+        _cmd_sessions,
+        "list sessions: id, title, messages, tokens, cost, last update",
+        "List every session, newest first, sub-sessions under their parent. Opens the "
+        "file read-only.",
+    )
+    _add_db(p)
+
+    p = command(
+        "show",
+        _cmd_show,
+        "print one conversation for reading",
+        "Print a session's messages: roles, reasoning, text, tool calls with their ids "
+        "and inputs, tool results with the call they answer, finish reasons. Opens the "
+        "file read-only.",
+    )
+    _add_db(p)
+    p.add_argument("session_id", metavar="SESSION_ID")
+
+    p = command(
+        "export",
+        _cmd_export,
+        "write sessions as JSONL (lossless, for import) or Markdown",
+        "Export sessions (all when none is named). JSONL is a versioned format that "
+        "round-trips every part type; Markdown is for people. Opens the file read-only.",
+    )
+    _add_db(p)
+    p.add_argument("session_ids", nargs="*", metavar="SESSION_ID")
+    p.add_argument("--format", choices=["jsonl", "markdown"], default="jsonl")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+
+    p = command(
+        "import",
+        _cmd_import,
+        "load a JSONL export into a database",
+        "Load a JSONL export (creating and migrating the database if needed). Rows whose "
+        "id the database already has get new ids; nothing is overwritten. The whole file "
+        "is imported in one transaction, or nothing is.",
+    )
+    _add_db(p)
+    p.add_argument("file", metavar="FILE.jsonl")
+
+    p = command(
+        "stats",
+        _cmd_stats,
+        "rows, parts by type, file and WAL size",
+        "Count rows per table, messages per role and parts per type, and give the sizes "
+        "of the file and its WAL. Opens the file read-only.",
+    )
+    _add_db(p)
+    return parser
+
+
+def _fail(message: str) -> int:
+    # One line, whatever the error text holds.
+    print(f"msgstore: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _tolerant_streams() -> None:
+    # A terminal whose encoding cannot show some character of a message must not turn
+    # `show` into a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    _tolerant_streams()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("msgstore: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``msgstore show ... | head``): not an error worth a word.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except MsgstoreError as e:
+        return _fail(str(e))
+    except apsw.Error as e:
+        return _fail(f"{getattr(args, 'db', None) or 'database'}: {e}")
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

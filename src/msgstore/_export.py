@@ -1,0 +1,502 @@
+"""Sessions out of and into a database file: versioned JSONL (lossless) and Markdown.
+
+The JSONL format, version 1, one JSON object per line:
+
+- a header ``{"format": "msgstore-export", "version": 1, "exported_at": ..., "sessions":
+  N, "messages": M}`` (the counts let an import notice a truncated file);
+- per session a ``{"type": "session", ...}`` line with every column of the row, followed
+  by its messages as ``{"type": "message", ...}`` lines, oldest first, each with every
+  column and ``parts`` as the JSON array the ``parts`` column holds (``encode_parts``:
+  the same keys, tags and base64 as crush's files).
+
+Import gives a session or message a new id when the target already has that id (or
+the file repeats one), rewriting the references to it; it never overwrites a row, and
+it loads the whole file in one transaction or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any, Final, cast
+
+import apsw
+import attrs
+
+from ._codec import decode_parts, encode_parts
+from ._content import (
+    BinaryContent,
+    Finish,
+    ImageURLContent,
+    Part,
+    ReasoningContent,
+    Role,
+    ShellCommand,
+    TextContent,
+    ToolCall,
+    ToolResult,
+)
+from ._errors import CorruptRecord, MsgstoreError
+from ._storage import _SESSION_COLUMNS, Database, Session, _session
+
+FORMAT: Final = "msgstore-export"
+VERSION: Final = 1
+
+
+class ExportFormatError(MsgstoreError):
+    """An import file that is not a msgstore export (or a damaged one); names the line."""
+
+
+# -- reading rows -------------------------------------------------------------------------
+
+_SESSIONS_IN_ORDER = f"""SELECT {_SESSION_COLUMNS}
+FROM sessions
+ORDER BY created_at ASC, rowid ASC"""
+# The raw columns: finished_at and a NULL model are not on Message, and an export must
+# give back exactly what the row holds.
+_MESSAGE_ROWS = """SELECT id, session_id, role, parts, model, provider, is_summary_message,
+    created_at, updated_at, finished_at
+FROM messages
+WHERE session_id = ?
+ORDER BY created_at ASC, rowid ASC"""
+
+
+def sessions_to_export(db: Database, ids: Sequence[str]) -> list[Session]:
+    """The named sessions (all of them, oldest first, when ``ids`` is empty)."""
+    if ids:
+        from ._inspect import require_sessions
+
+        return require_sessions(db, list(ids))
+    return [_session(r) for r in db.connection.execute(_SESSIONS_IN_ORDER).fetchall()]
+
+
+@attrs.frozen
+class MessageRecord:
+    """One message row as exported: every column, parts decoded."""
+
+    id: str
+    session_id: str
+    role: str
+    parts: list[Part]
+    model: str | None
+    provider: str | None
+    is_summary_message: bool
+    created_at: int
+    updated_at: int
+    finished_at: int | None
+
+
+def message_records(db: Database, session_id: str) -> list[MessageRecord]:
+    out = []
+    for row in db.connection.execute(_MESSAGE_ROWS, (session_id,)).fetchall():
+        mid, sid, role, parts, model, provider, summary, created, updated, finished = row
+        mid = cast(str, mid)
+        if not isinstance(parts, str | bytes):
+            raise CorruptRecord(f"parts is {type(parts).__name__}, not text", message_id=mid)
+        out.append(
+            MessageRecord(
+                id=mid,
+                session_id=cast(str, sid),
+                role=cast(str, role),
+                parts=decode_parts(parts, message_id=mid),
+                model=cast("str | None", model),
+                provider=cast("str | None", provider),
+                is_summary_message=bool(summary),
+                created_at=cast(int, created),
+                updated_at=cast(int, updated),
+                finished_at=cast("int | None", finished),
+            )
+        )
+    return out
+
+
+# -- JSONL --------------------------------------------------------------------------------
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    try:
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate: \u escapes are still valid JSON
+        return json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _session_obj(s: Session) -> dict[str, Any]:
+    return {"type": "session", **attrs.asdict(s)}
+
+
+def _message_obj(m: MessageRecord) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": m.id,
+        "session_id": m.session_id,
+        "role": m.role,
+        "model": m.model,
+        "provider": m.provider,
+        "is_summary_message": m.is_summary_message,
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+        "finished_at": m.finished_at,
+        "parts": json.loads(encode_parts(m.parts)),
+    }
+
+
+def export_jsonl(db: Database, ids: Sequence[str], out: IO[bytes]) -> tuple[int, int]:
+    """Write the sessions (all when ``ids`` is empty) as JSONL; return (sessions, messages)."""
+    sessions = sessions_to_export(db, ids)
+    # Read everything first: the header carries the counts, and a corrupt row fails
+    # the export before anything is written.
+    records = [(s, message_records(db, s.id)) for s in sessions]
+    n_messages = sum(len(ms) for _, ms in records)
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "exported_at": int(time.time()),
+        "sessions": len(sessions),
+        "messages": n_messages,
+    }
+    out.write(_line(header))
+    for session, messages in records:
+        out.write(_line(_session_obj(session)))
+        for m in messages:
+            out.write(_line(_message_obj(m)))
+    return len(sessions), n_messages
+
+
+# -- import -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ImportResult:
+    sessions: int
+    messages: int
+    # old id -> new id, only for the rows that were given a new one
+    renamed_sessions: dict[str, str]
+    renamed_messages: dict[str, str]
+
+
+def _field(obj: dict[str, Any], key: str, kinds: tuple[type, ...], where: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise ExportFormatError(f"{where}: {key!r} must be {names}, got {value!r:.60}")
+    return value
+
+
+_STR = (str,)
+_OPT_STR = (str, type(None))
+_INT = (int,)
+_OPT_INT = (int, type(None))
+_NUM = (int, float)
+
+
+@attrs.frozen
+class ExportData:
+    """A parsed, checked export file, ready to import."""
+
+    sessions: list[Session]
+    messages: list[MessageRecord]
+
+
+def read_export(lines: Iterable[bytes], *, name: str = "input") -> ExportData:
+    """Parse and check a JSONL export; ``ExportFormatError`` names the file and line."""
+    sessions, messages = _parse(lines, name)
+    known = {s.id for s in sessions}
+    for m in messages:
+        if m.session_id not in known:
+            raise ExportFormatError(
+                f"{name}: message {m.id!r} belongs to session {m.session_id!r}, "
+                "which the file does not hold"
+            )
+    return ExportData(sessions, messages)
+
+
+def _parse(lines: Iterable[bytes], name: str) -> tuple[list[Session], list[MessageRecord]]:
+    sessions: list[Session] = []
+    messages: list[MessageRecord] = []
+    header: dict[str, Any] | None = None
+    for number, raw in enumerate(lines, start=1):
+        where = f"{name} line {number}"
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            if header is None:
+                raise ExportFormatError(f"{name} is not a msgstore export (not JSON)") from None
+            raise ExportFormatError(f"{where}: not JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise ExportFormatError(f"{where}: expected a JSON object")
+        if header is None:
+            if obj.get("format") != FORMAT:
+                raise ExportFormatError(f"{name} is not a msgstore export (no header line)")
+            version = obj.get("version")
+            if version != VERSION:
+                raise ExportFormatError(
+                    f"{name} is export format version {version!r}; "
+                    f"this msgstore reads version {VERSION}"
+                )
+            header = obj
+            continue
+        kind = obj.get("type")
+        if kind == "session":
+            sessions.append(_parse_session(obj, where))
+        elif kind == "message":
+            messages.append(_parse_message(obj, where))
+        else:
+            raise ExportFormatError(f"{where}: unknown record type {kind!r}")
+    if header is None:
+        raise ExportFormatError(f"{name} is empty, not a msgstore export")
+    for kind, ids in (("session", [s.id for s in sessions]), ("message", [m.id for m in messages])):
+        if len(set(ids)) != len(ids):
+            twice = next(i for i in ids if ids.count(i) > 1)
+            raise ExportFormatError(f"{name} holds {kind} {twice!r} twice")
+    if (header.get("sessions"), header.get("messages")) != (len(sessions), len(messages)):
+        raise ExportFormatError(
+            f"{name} is incomplete: its header announces {header.get('sessions')} sessions "
+            f"and {header.get('messages')} messages, it holds {len(sessions)} and "
+            f"{len(messages)}"
+        )
+    return sessions, messages
+
+
+def _parse_session(obj: dict[str, Any], where: str) -> Session:
+    return Session(
+        id=_field(obj, "id", _STR, where),
+        parent_session_id=_field(obj, "parent_session_id", _OPT_STR, where),
+        title=_field(obj, "title", _STR, where),
+        message_count=0,  # the triggers count the imported rows
+        prompt_tokens=_field(obj, "prompt_tokens", _INT, where),
+        completion_tokens=_field(obj, "completion_tokens", _INT, where),
+        cost=float(_field(obj, "cost", _NUM, where)),
+        updated_at=_field(obj, "updated_at", _INT, where),
+        created_at=_field(obj, "created_at", _INT, where),
+        summary_message_id=_field(obj, "summary_message_id", _OPT_STR, where),
+        todos=_field(obj, "todos", _OPT_STR, where),
+    )
+
+
+def _parse_message(obj: dict[str, Any], where: str) -> MessageRecord:
+    mid = _field(obj, "id", _STR, where)
+    role = _field(obj, "role", _STR, where)
+    if role not in {r.value for r in Role}:
+        raise ExportFormatError(f"{where}: unknown role {role!r}")
+    parts = _field(obj, "parts", (list,), where)
+    try:
+        decoded = decode_parts(json.dumps(parts), message_id=mid)
+    except CorruptRecord as e:
+        raise ExportFormatError(f"{where}: {e}") from e
+    return MessageRecord(
+        id=mid,
+        session_id=_field(obj, "session_id", _STR, where),
+        role=role,
+        parts=decoded,
+        model=_field(obj, "model", _OPT_STR, where),
+        provider=_field(obj, "provider", _OPT_STR, where),
+        is_summary_message=_field(obj, "is_summary_message", (bool,), where),
+        created_at=_field(obj, "created_at", _INT, where),
+        updated_at=_field(obj, "updated_at", _INT, where),
+        finished_at=_field(obj, "finished_at", _OPT_INT, where),
+    )
+
+
+_SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
+_MESSAGE_EXISTS = "SELECT 1 FROM messages WHERE id = ?"
+_INSERT_SESSION = """INSERT INTO sessions (id, parent_session_id, title, message_count,
+    prompt_tokens, completion_tokens, cost, summary_message_id, todos, updated_at, created_at)
+VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"""
+_INSERT_MESSAGE = """INSERT INTO messages (id, session_id, role, parts, model, provider,
+    is_summary_message, created_at, updated_at, finished_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+def _new_ids(con: apsw.Connection, ids: Iterable[str], exists_sql: str) -> dict[str, str]:
+    """old -> new for the ids the database already has."""
+    return {old: str(uuid.uuid4()) for old in ids if con.execute(exists_sql, (old,)).fetchall()}
+
+
+def import_jsonl(db: Database, lines: Iterable[bytes], *, name: str = "input") -> ImportResult:
+    """Parse an export and load it into ``db``; see ``import_export``."""
+    return import_export(db, read_export(lines, name=name))
+
+
+def import_export(db: Database, data: ExportData) -> ImportResult:
+    """Load a parsed export into ``db``: all of it in one transaction, or nothing."""
+    sessions, messages = data.sessions, data.messages
+    con = db.connection
+    try:
+        with con:  # one transaction: a failure leaves the file as it was
+            s_map = _new_ids(con, (s.id for s in sessions), _SESSION_EXISTS)
+            m_map = _new_ids(con, (m.id for m in messages), _MESSAGE_EXISTS)
+            for s in sessions:
+                parent = s.parent_session_id
+                con.execute(
+                    _INSERT_SESSION,
+                    (
+                        s_map.get(s.id, s.id),
+                        s_map.get(parent, parent) if parent is not None else None,
+                        s.title,
+                        s.prompt_tokens,
+                        s.completion_tokens,
+                        s.cost,
+                        m_map.get(s.summary_message_id, s.summary_message_id)
+                        if s.summary_message_id is not None
+                        else None,
+                        s.todos,
+                        s.updated_at,
+                        s.created_at,
+                    ),
+                )
+            for m in messages:
+                con.execute(
+                    _INSERT_MESSAGE,
+                    (
+                        m_map.get(m.id, m.id),
+                        s_map.get(m.session_id, m.session_id),
+                        m.role,
+                        encode_parts(m.parts),
+                        m.model,
+                        m.provider,
+                        int(m.is_summary_message),
+                        m.created_at,
+                        m.updated_at,
+                        m.finished_at,
+                    ),
+                )
+    except apsw.Error as e:
+        raise MsgstoreError(f"import into {db.path} failed, nothing was imported: {e}") from e
+    return ImportResult(len(sessions), len(messages), s_map, m_map)
+
+
+# -- Markdown -----------------------------------------------------------------------------
+
+
+def _fence(text: str, lang: str = "") -> str:
+    """A code block whose fence is longer than any backtick run inside ``text``."""
+    longest = max((len(run) for run in _backtick_runs(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    body = text.rstrip("\n")
+    return f"{fence}{lang}\n{body}\n{fence}"
+
+
+def _backtick_runs(line: str) -> Iterator[str]:
+    run = ""
+    for ch in line:
+        if ch == "`":
+            run += ch
+        elif run:
+            yield run
+            run = ""
+    if run:
+        yield run
+
+
+def _code(text: str) -> str:
+    """Inline code that survives backticks in ``text``."""
+    ticks = "`" * (max((len(r) for r in _backtick_runs(text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line if line else ">" for line in text.split("\n"))
+
+
+def _when(ts: int | None) -> str:
+    from ._render import when
+
+    return when(ts)
+
+
+def _pretty(text: str) -> tuple[str, str]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text, ""
+    return json.dumps(value, indent=2, ensure_ascii=False), "json"
+
+
+def _part_markdown(part: Part) -> str:
+    if isinstance(part, TextContent):
+        return part.text
+    if isinstance(part, ReasoningContent):
+        bits = [_quote("**Reasoning**" + (f"\n\n{part.thinking}" if part.thinking else ""))]
+        if part.signature:
+            bits.append(f"> signature: {_code(part.signature)}")
+        if part.thought_signature:
+            tool = f" (tool {_code(part.tool_id)})" if part.tool_id else ""
+            bits.append(f"> thought signature: {_code(part.thought_signature)}{tool}")
+        return "\n>\n".join(bits)
+    if isinstance(part, ToolCall):
+        body, lang = _pretty(part.input)
+        state = "" if part.finished else " (unfinished)"
+        return f"**Tool call** {_code(part.name)} · id {_code(part.id)}{state}\n\n" + _fence(
+            body, lang
+        )
+    if isinstance(part, ToolResult):
+        error = " · **error**" if part.is_error else ""
+        text = f"**Tool result** {_code(part.name)} for call {_code(part.tool_call_id)}{error}"
+        if part.content:
+            text += "\n\n" + _fence(part.content)
+        if part.data:
+            text += f"\n\n*{part.mime_type or 'data'}: {len(part.data)} base64 characters*"
+        return text
+    if isinstance(part, Finish):
+        text = f"*Finished: {part.reason}"
+        if part.time:
+            text += f" at {_when(part.time)}"
+        text += "*"
+        if part.message:
+            text += f"  \n*{part.message}*"
+        if part.details:
+            text += "\n\n" + _fence(part.details)
+        return text
+    if isinstance(part, ImageURLContent):
+        return f"![image{' (' + part.detail + ')' if part.detail else ''}]({part.url})"
+    if isinstance(part, BinaryContent):
+        name = _code(part.path) if part.path else "attachment"
+        return f"*Attachment {name}: {part.mime_type or 'unknown type'}, {len(part.data)} bytes*"
+    if isinstance(part, ShellCommand):
+        return _fence(f"$ {part.command}\n{part.output}".rstrip("\n"), "console") + (
+            f"\n\n*exit code {part.exit_code}*"
+        )
+    raise AssertionError(f"unknown part {part!r}")  # pragma: no cover
+
+
+def _message_markdown(m: MessageRecord) -> str:
+    title = m.role.capitalize() + (" (summary)" if m.is_summary_message else "")
+    if m.model:
+        title += f" · {m.model}" + (f" ({m.provider})" if m.provider else "")
+    body = [f"### {title}", f"*{_when(m.created_at)} · {_code(m.id)}*"]
+    # A non-assistant message's own "stop" finish says nothing to a reader.
+    shown = [
+        p
+        for p in m.parts
+        if not (isinstance(p, Finish) and m.role != Role.ASSISTANT and p.reason == "stop")
+    ]
+    body += [_part_markdown(p) for p in shown]
+    if m.role == Role.ASSISTANT and not any(isinstance(p, Finish) for p in m.parts):
+        body.append("*(not finished)*")
+    return "\n\n".join(body)
+
+
+def export_markdown(db: Database, ids: Sequence[str], out: IO[bytes]) -> tuple[int, int]:
+    """Write the sessions as Markdown for people; return (sessions, messages)."""
+    sessions = sessions_to_export(db, ids)
+    records = [(s, message_records(db, s.id)) for s in sessions]
+    chunks = []
+    for s, messages in records:
+        head = [
+            f"## {s.title or '(untitled)'}",
+            f"- Session: {_code(s.id)}"
+            + (f" (sub-session of {_code(s.parent_session_id)})" if s.parent_session_id else ""),
+            f"- Messages: {len(messages)} · tokens {s.prompt_tokens} in / "
+            f"{s.completion_tokens} out · cost ${s.cost:.4f}",
+            f"- Created {_when(s.created_at)} · updated {_when(s.updated_at)}",
+        ]
+        chunks.append("\n".join(head) + "\n\n" + "\n\n".join(map(_message_markdown, messages)))
+    text = "# msgstore export\n\n" + "\n\n---\n\n".join(chunks) + "\n"
+    out.write(text.encode("utf-8", "replace"))
+    return len(sessions), sum(len(ms) for _, ms in records)
