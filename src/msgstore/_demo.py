@@ -1,0 +1,313 @@
+"""``msgstore demo``: a simulated agent streams several conversations through the service.
+
+Everything goes through the real ``open_message_service`` on a real SQLite file:
+prompts are ``create``d, replies stream reasoning, text and tool calls token by token
+through ``update``, tool results come back as ``tool`` messages. A view subscribed to
+the broker shows the messages grow, with the service's counters beside them. The
+pace is Trio time (``trio.sleep``), ``speed`` times faster than a real model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+from ._broker import Event, EventType
+from ._content import FinishReason, Message, Role, TextContent, ToolCall, ToolResult
+from ._demo_scripts import SCRIPTS, Script, Turn, tokens
+from ._demo_view import PlainView, View, pick_view
+from ._service import MessageService, ServiceStatistics, open_message_service
+from ._storage import Database, connect
+
+MODEL = "demo-sonnet"
+PROVIDER = "simulated"
+# Dollars per token, for the sessions' cost column (a plausible frontier-model price).
+PROMPT_PRICE = 3e-6
+COMPLETION_PRICE = 15e-6
+
+
+def default_db_path() -> Path:
+    """A fresh file in a new temporary directory (kept: ``msgstore show`` opens it later)."""
+    return Path(tempfile.mkdtemp(prefix="msgstore-demo-")) / "demo.db"
+
+
+@attrs.frozen
+class DemoOptions:
+    db_path: Path
+    streams: int = 4
+    speed: float = 1.0
+    seed: int | None = None
+    plain: bool = False
+    debounce: float = 0.033
+
+
+@attrs.define
+class Conversation:
+    """One simulated conversation, as the view follows it."""
+
+    index: int
+    title: str
+    session_id: str = ""
+    message_ids: list[str] = attrs.Factory(list)
+    tokens: int = 0
+    tool_calls: int = 0
+    done: bool = False
+
+
+@attrs.frozen
+class DemoResult:
+    db_path: Path
+    conversations: tuple[Conversation, ...]
+    tokens: int
+    stats: ServiceStatistics
+    rows_created: int
+    events: int
+    elapsed: float
+
+    @property
+    def coalescing(self) -> float:
+        """Updates per SQL write: how many streamed states each write carried."""
+        return self.stats.updates / self.stats.writes if self.stats.writes else 0.0
+
+
+class DemoState:
+    """What the agent and the view share: the conversations, the latest states, counters."""
+
+    def __init__(self, options: DemoOptions, scripts: list[Script]) -> None:
+        self.options = options
+        self.conversations = [Conversation(i, s.title) for i, s in enumerate(scripts)]
+        self.messages: dict[str, Message] = {}  # newest state seen in an event
+        self.tokens = 0
+        self.rows_created = 0
+        self.events = 0
+        self.started_at = trio.current_time()
+        self.service: MessageService | None = None
+        self.followed = trio.Event()
+        self._by_session: dict[str, Conversation] = {}
+
+    @property
+    def elapsed(self) -> float:
+        return trio.current_time() - self.started_at
+
+    def statistics(self) -> ServiceStatistics | None:
+        return None if self.service is None else self.service.statistics()
+
+    def conversation_of(self, session_id: str) -> Conversation | None:
+        return self._by_session.get(session_id)
+
+    def bind(self, conversation: Conversation, session_id: str) -> None:
+        conversation.session_id = session_id
+        self._by_session[session_id] = conversation
+
+    async def follow(
+        self,
+        service: MessageService,
+        on_event: Callable[[Event], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Keep ``messages`` current from the broker until the service closes.
+
+        The subscription ends with the service's scope, after every event published
+        before that has been taken: the last states always reach the view.
+        """
+        try:
+            async with service.subscribe() as events:
+                task_status.started()
+                async for event in events:
+                    self.events += 1
+                    message: Message = event.payload
+                    if event.type is EventType.DELETED:
+                        self.messages.pop(message.id, None)
+                    else:
+                        self.messages[message.id] = message
+                    on_event(event)
+        finally:
+            self.followed.set()
+
+
+class Agent:
+    """Plays the model and the tools for each conversation, at a human-plausible pace."""
+
+    def __init__(self, state: DemoState, service: MessageService, db: Database) -> None:
+        self.state = state
+        self.service = service
+        self.db = db
+        self.speed = state.options.speed
+        self.rng = random.Random(state.options.seed)
+
+    async def pause(self, seconds: float) -> None:
+        await trio.sleep(seconds / self.speed)
+
+    @staticmethod
+    def _id(prefix: str, rng: random.Random) -> str:
+        alphabet = string.ascii_letters + string.digits
+        return prefix + "".join(rng.choice(alphabet) for _ in range(24))
+
+    async def converse(self, conversation: Conversation, script: Script) -> None:
+        state = self.state
+        rng = random.Random(self.rng.random())
+        session = self.db.create_session(conversation.title)
+        state.bind(conversation, session.id)
+        await self.pause(rng.uniform(0.0, 1.2))  # people do not all type at once
+        await self._create(conversation, Role.USER, [TextContent(script.prompt)])
+        prompt_tokens = 400 + len(tokens(script.prompt))  # a system prompt, then the user's
+        for turn in script.turns:
+            await self.pause(rng.uniform(0.25, 0.6))  # time to first token
+            prompt_tokens += await self._turn(conversation, turn, rng)
+        conversation.done = True
+        completion = conversation.tokens
+        self.db.connection.execute(
+            "UPDATE sessions SET prompt_tokens = ?, completion_tokens = ?, cost = ? WHERE id = ?",
+            (
+                prompt_tokens,
+                completion,
+                prompt_tokens * PROMPT_PRICE + completion * COMPLETION_PRICE,
+                session.id,
+            ),
+        )
+
+    async def _create(
+        self, conversation: Conversation, role: Role, parts: list[TextContent] | list[ToolResult]
+    ) -> Message:
+        message = await self.service.create(
+            conversation.session_id,
+            role,
+            parts,
+            model=MODEL if role is Role.ASSISTANT else "",
+            provider=PROVIDER if role is Role.ASSISTANT else "",
+        )
+        conversation.message_ids.append(message.id)
+        self.state.rows_created += 1
+        return message
+
+    async def _stream(
+        self,
+        conversation: Conversation,
+        message: Message,
+        text: str,
+        apply: Callable[[str], None],
+        rate: float,
+        rng: random.Random,
+    ) -> None:
+        """Send ``text`` as token deltas at about ``rate`` tokens a second."""
+        for delta in tokens(text):
+            apply(delta)
+            self.state.tokens += 1
+            conversation.tokens += 1
+            await self.service.update(message)
+            await self.pause(rng.expovariate(rate))
+
+    async def _turn(self, conversation: Conversation, turn: Turn, rng: random.Random) -> int:
+        """One assistant message (and the tool's answer); returns the prompt tokens it adds."""
+        svc = self.service
+        msg = await self._create(conversation, Role.ASSISTANT, [])
+        await self._stream(
+            conversation, msg, turn.reasoning, msg.append_reasoning_content, 110.0, rng
+        )
+        msg.append_reasoning_signature(self._id("sig_", rng))
+        msg.finish_thinking()
+        await svc.update(msg)  # terminal: written before update returns
+        await self._stream(conversation, msg, turn.text, msg.append_content, 55.0, rng)
+        tool = turn.tool
+        if tool is None:
+            msg.add_finish(FinishReason.END_TURN)
+            await svc.update(msg)
+            return 0
+        call_id = self._id("toolu_", rng)
+        conversation.tool_calls += 1
+        msg.add_tool_call(ToolCall(id=call_id, name=tool.name))
+        await svc.update(msg)
+        await self._stream(
+            conversation,
+            msg,
+            json.dumps(tool.input),
+            lambda delta: msg.append_tool_call_input(call_id, delta),
+            70.0,
+            rng,
+        )
+        msg.finish_tool_call(call_id)
+        await svc.update(msg)
+        msg.add_finish(FinishReason.TOOL_USE)
+        await svc.update(msg)
+        await self.pause(tool.seconds * rng.uniform(0.7, 1.3))
+        result = ToolResult(
+            tool_call_id=call_id, name=tool.name, content=tool.output, is_error=tool.is_error
+        )
+        await self._create(conversation, Role.TOOL, [result])
+        return len(tokens(tool.output))
+
+
+def pick_scripts(streams: int, seed: int | None) -> list[Script]:
+    """``streams`` scripts, starting at a random one; repeats get a numbered title."""
+    start = random.Random(seed).randrange(len(SCRIPTS))
+    out = []
+    for i in range(streams):
+        script = SCRIPTS[(start + i) % len(SCRIPTS)]
+        round_ = i // len(SCRIPTS)
+        if round_:
+            script = attrs.evolve(script, title=f"{script.title} (#{round_ + 1})")
+        out.append(script)
+    return out
+
+
+async def _tick(state: DemoState, view: View) -> None:
+    while not state.followed.is_set():
+        view.tick(state)
+        with trio.move_on_after(view.interval):
+            await state.followed.wait()
+
+
+async def run_demo(options: DemoOptions, view: View) -> DemoResult:
+    """Run the whole demo on ``options.db_path``; the view shows it as it happens."""
+    scripts = pick_scripts(options.streams, options.seed)
+    state = DemoState(options, scripts)
+    with connect(options.db_path) as db:
+        view.start(state)
+        try:
+            # The follower's nursery encloses the service: when the service closes, its
+            # subscription ends after the last event, and the view has seen them all.
+            async with (
+                trio.open_nursery() as nursery,
+                open_message_service(db, debounce=options.debounce) as svc,
+            ):
+                state.service = svc
+                await nursery.start(state.follow, svc, lambda e: view.event(state, e))
+                nursery.start_soon(_tick, state, view)
+                agent = Agent(state, svc, db)
+                async with trio.open_nursery() as agents:
+                    for conversation, script in zip(state.conversations, scripts, strict=True):
+                        agents.start_soon(agent.converse, conversation, script)
+            view.tick(state)
+            result = DemoResult(
+                db_path=options.db_path,
+                conversations=tuple(state.conversations),
+                tokens=state.tokens,
+                stats=svc.statistics(),
+                rows_created=state.rows_created,
+                events=state.events,
+                elapsed=state.elapsed,
+            )
+        finally:
+            view.stop()
+    view.finished(result)
+    return result
+
+
+def run_demo_cli(options: DemoOptions) -> int:
+    """``msgstore demo``: the live view on a terminal, progress lines otherwise."""
+    view = PlainView(sys.stdout) if options.plain else pick_view(sys.stdout)
+    try:
+        trio.run(run_demo, options, view)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; what was written is in {options.db_path}", file=sys.stderr)
+        return 130
+    return 0
