@@ -60,11 +60,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from ._inspect import file_stats, open_read_only
+    from ._inspect import file_stats, open_read_only, wal_size
     from ._render import Output, stats_lines
 
+    wal = wal_size(args.db)
     with open_read_only(args.db) as db:
-        lines = stats_lines(file_stats(db))
+        lines = stats_lines(file_stats(db, wal_size=wal))
     Output(sys.stdout).lines(lines)
     return 0
 

@@ -142,7 +142,7 @@ class Agent:
         self.service = service
         self.db = db
         self.speed = state.options.speed
-        self.rng = random.Random(state.options.seed)
+        self.seed = state.options.seed
 
     async def pause(self, seconds: float) -> None:
         await trio.sleep(seconds / self.speed)
@@ -154,7 +154,10 @@ class Agent:
 
     async def converse(self, conversation: Conversation, script: Script) -> None:
         state = self.state
-        rng = random.Random(self.rng.random())
+        # One generator per conversation: Trio's scheduling order must not change what
+        # a seeded run says.
+        seed = None if self.seed is None else f"{self.seed}/{conversation.index}"
+        rng = random.Random(seed)
         session = self.db.create_session(conversation.title)
         state.bind(conversation, session.id)
         await self.pause(rng.uniform(0.0, 1.2))  # people do not all type at once

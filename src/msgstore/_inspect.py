@@ -110,15 +110,25 @@ def _one(db: Database, sql: str) -> int:
     return cast(int, db.connection.execute(sql).get)
 
 
-def file_stats(db: Database) -> FileStats:
-    """Row counts, parts by type, and the sizes of the file and its WAL."""
+def wal_size(path: str | os.PathLike[str]) -> int | None:
+    """The size of the database's ``-wal`` file, None when there is none.
+
+    Taken before opening: a read-only connection to a WAL file leaves an empty
+    ``-wal`` (and a ``-shm``) behind when there was none.
+    """
+    wal = os.fspath(path) + "-wal"
+    return os.path.getsize(wal) if os.path.exists(wal) else None
+
+
+def file_stats(db: Database, *, wal_size: int | None) -> FileStats:
+    """Row counts, parts by type, and the sizes of the file and its WAL (measured by
+    the caller before it opened the file)."""
     con = db.connection
-    wal = db.path + "-wal"
     versions = _schema.applied_versions(con)
     return FileStats(
         path=db.path,
         file_size=os.path.getsize(db.path),
-        wal_size=os.path.getsize(wal) if os.path.exists(wal) else None,
+        wal_size=wal_size,
         page_size=cast(int, con.pragma("page_size")),
         page_count=cast(int, con.pragma("page_count")),
         freelist_count=cast(int, con.pragma("freelist_count")),
