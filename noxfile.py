@@ -41,7 +41,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[cli]", "mypy>=1.11")
+    session.install("-e", ".[cli,test]", "mypy>=1.11")
     session.run("mypy")
 
 
