@@ -103,17 +103,20 @@ class MessageService:
             raise InvalidUpdate(str(exc)) from exc
         if role is not Role.ASSISTANT:
             checked.append(Finish(reason=FinishReason.STOP, time=0))
-        message = await wait_out_busy(
-            self,
-            lambda: self.db.insert_message(
-                session_id=session_id,
-                role=role,
-                parts=checked,
-                model=model,
-                provider=provider,
-                is_summary_message=is_summary_message,
-            ),
-        )
+        try:
+            message = await wait_out_busy(
+                self,
+                lambda: self.db.insert_message(
+                    session_id=session_id,
+                    role=role,
+                    parts=checked,
+                    model=model,
+                    provider=provider,
+                    is_summary_message=is_summary_message,
+                ),
+            )
+        except InvalidPart as exc:  # an argument of the wrong type
+            raise InvalidUpdate(str(exc)) from exc
         # crush publishes ``created`` lossily; a UI that misses it never shows the
         # message, so it goes by must-deliver here.
         await self.broker.publish_must_deliver(EventType.CREATED, message.clone())

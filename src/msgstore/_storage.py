@@ -381,6 +381,19 @@ class Database:
             raise InvalidPart(
                 f"role must be one of {[r.value for r in Role]}, got {role!r}"
             ) from None
+        # SQLite would store any of these (a BLOB model, a str flag...) and the row would
+        # then fail to read back, breaking every list of its session.
+        for name, value in (("id", mid), ("session_id", session_id), ("model", model)):
+            if not isinstance(value, str):
+                raise InvalidPart(f"{name} must be str, got {type(value).__name__} {value!r:.60}")
+        if not isinstance(provider, str):
+            raise InvalidPart(
+                f"provider must be str, got {type(provider).__name__} {provider!r:.60}"
+            )
+        if not isinstance(is_summary_message, bool):
+            raise InvalidPart(
+                f"is_summary_message must be bool, got {type(is_summary_message).__name__}"
+            )
         parts_json = encode_parts(parts)
         params = (
             mid,
