@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -186,51 +186,24 @@ async def test_plugin_fixtures_share_one_service_with_the_overridden_options(
     assert len(msgstore_events) == 2  # created was recorded too: subscribed before the test
 
 
-# The README's testing section, run as a user would: the plugin enabled in conftest.py.
-README_CONFTEST = 'pytest_plugins = ["msgstore.pytest_plugin"]\n'
-README_TEST = """
-import trio
-from msgstore import EventType, FinishReason, Role
-from msgstore.testing import open_event_recorder, open_test_service
+# The README's testing section, run as a user would: its first code block is the
+# conftest.py, its second the test module. Read from README.md so the two cannot drift.
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-async def test_tokens_in_one_window_make_one_write(
-    autojump_clock, msgstore_harness, msgstore_events
-):
-    svc = msgstore_harness.service
-    msg = await msgstore_harness.create(Role.ASSISTANT)
-    for token in ["Hel", "lo", "!"]:
-        msg.append_content(token)
-        await svc.update(msg)
-    msgstore_harness.assert_row(msg.id, text="")  # buffered: the window is open
-    event = await msgstore_events.wait_for(EventType.UPDATED, message_id=msg.id)
-    assert event.payload.content().text == "Hello!"
-    msgstore_harness.assert_row(msg.id, text="Hello!")
-
-    msg.add_finish(FinishReason.END_TURN)
-    await svc.update(msg)  # terminal: written before update() returns
-    msgstore_harness.assert_row(msg.id, finish_reason="end_turn")
-
-
-async def test_without_the_plugin(autojump_clock, tmp_path):
-    async with (
-        open_test_service(tmp_path, debounce=1.0) as h,
-        open_event_recorder(h.service) as events,
-    ):
-        msg = await h.create(Role.ASSISTANT)
-        start = trio.current_time()
-        msg.append_content("hi")
-        await h.service.update(msg)
-        await events.wait_for(EventType.UPDATED, message_id=msg.id)
-        assert trio.current_time() - start == 1.0  # the window, in no real time
-        h.assert_row(msg.id, text="hi")
-"""
+def _readme_testing_blocks() -> tuple[str, str]:
+    section = README.read_text(encoding="utf-8").split("## Testing code that uses msgstore")[1]
+    section = section.split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 2, "the README's testing section should hold two python blocks"
+    return blocks[0], blocks[1]
 
 
 def test_readme_example_passes_with_the_plugin_enabled_in_conftest(tmp_path: Path) -> None:
     (tmp_path / "pytest.ini").write_text("[pytest]\ntrio_mode = true\n")
-    (tmp_path / "conftest.py").write_text(README_CONFTEST)
-    (tmp_path / "test_example.py").write_text(textwrap.dedent(README_TEST))
+    conftest, test_module = _readme_testing_blocks()
+    (tmp_path / "conftest.py").write_text(conftest)
+    (tmp_path / "test_example.py").write_text(test_module)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path,
