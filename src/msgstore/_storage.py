@@ -242,6 +242,7 @@ def _prepare(con: apsw.Connection, path: str, *, read_only: bool) -> None:
     # without complaint and SQLite only notices on the first query, so every pragma
     # or migration that could write the file waits until this has passed.
     _schema.check_recognised(con, path)
+    _check_whole_pages(con, path)
     if read_only:
         for name, value in _READ_PRAGMAS:
             con.pragma(name, value)
@@ -255,6 +256,21 @@ def _prepare(con: apsw.Connection, path: str, *, read_only: bool) -> None:
             con.pragma(name, value)
         _schema.migrate(con, path)
     _schema.warn_if_newer(con, path)
+
+
+def _check_whole_pages(con: apsw.Connection, path: str) -> None:
+    # SQLite writes whole pages, so a file that ends inside one was cut short. SQLite
+    # itself reads the missing bytes as zeros and may answer with silently wrong data
+    # (a truncation at a page boundary it does notice, as "malformed").
+    if not os.path.isfile(path):
+        return
+    size = os.path.getsize(path)
+    page_size = con.pragma("page_size")
+    if isinstance(page_size, int) and page_size > 0 and size % page_size:
+        raise DatabaseError(
+            f"{path!r} is truncated: {size} bytes is not a whole number of "
+            f"{page_size}-byte pages; refusing to use it"
+        )
 
 
 # -- the database -----------------------------------------------------------------------
