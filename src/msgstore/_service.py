@@ -133,7 +133,13 @@ class MessageService:
         self._check_open()
         if not isinstance(message, Message):
             raise InvalidUpdate(f"update() needs a Message, got {type(message).__name__}")
-        state = message.clone()
+        try:
+            state = message.clone()
+        except TypeError:  # ``parts`` (which has no validator) set to a non-iterable
+            raise InvalidUpdate(
+                f"message {message.id!r} parts must be a list of parts, "
+                f"got {type(message.parts).__name__}"
+            ) from None
         try:
             check_parts(state.parts, where=f"message {message.id!r} parts")
         except InvalidPart as exc:
