@@ -150,6 +150,12 @@ async def test_a_non_part_in_an_update_is_refused_and_the_accepted_state_kept(
             tried += 1
         with pytest.raises(InvalidUpdate):
             await svc.update("not a message")  # type: ignore[arg-type]
+        for value in (None, 5, 1.5):
+            bad = msg.clone()
+            bad.parts = value  # type: ignore[assignment]
+            with pytest.raises(InvalidUpdate, match="parts"):
+                await svc.update(bad)
+            tried += 1
         assert (await svc.get(msg.id)).parts == msg.parts
     with open_plain(db_path) as con:
         assert stored_parts(con)[msg.id] == encode_parts(msg.parts)
