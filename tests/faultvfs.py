@@ -55,7 +55,7 @@ class _Op:
     old: bytes  # the bytes the change overwrote or cut off
 
 
-class FaultFile(apsw.VFSFile):  # type: ignore[misc]
+class FaultFile(apsw.VFSFile):
     """A file of the default VFS whose calls go through ``FaultVFS``'s checks."""
 
     def __init__(self, vfs: FaultVFS, name: Any, flags: list[int]) -> None:
@@ -69,7 +69,7 @@ class FaultFile(apsw.VFSFile):  # type: ignore[misc]
 
     def xRead(self, amount: int, offset: int) -> bytes:
         self._vfs.check("xRead")
-        return super().xRead(amount, offset)  # type: ignore[no-any-return]
+        return super().xRead(amount, offset)
 
     def xWrite(self, data: bytes, offset: int) -> None:
         self._vfs.check("xWrite")
@@ -152,7 +152,7 @@ def _apply(image: bytearray, op: _Op) -> None:
     image[op.offset : end] = op.data
 
 
-class FaultVFS(apsw.VFS):  # type: ignore[misc]
+class FaultVFS(apsw.VFS):
     """See the module docstring. Use as a context manager: it unregisters on exit."""
 
     def __init__(self, name: str = "faultvfs") -> None:

@@ -101,13 +101,13 @@ def check(path: Path, run: Run, where: str) -> None:
         if id not in known:
             assert text == "[]", f"{where}: message {id} whose create was cut short holds {text}"
     for track in run.tracks:
-        text = stored.get(track.id)
-        if text is None:
+        found = stored.get(track.id)
+        if found is None:
             assert track.id in run.deleting, f"{where}: row of {track.id} missing"
             continue
         assert track.id not in run.deleted, f"{where}: deleted {track.id} written back"
-        index = track.index_of.get(text)
-        assert index is not None, f"{where}: {track.id} holds a state never passed in: {text}"
+        index = track.index_of.get(found)
+        assert index is not None, f"{where}: {track.id} holds a state never passed in: {found}"
         assert index <= track.attempted, f"{where}: {track.id} holds a state never passed in"
         assert index >= track.durable, f"{where}: {track.id} lost acknowledged state"
         # The final flush writes everything accepted, acknowledged or not.
@@ -141,7 +141,7 @@ def test_cancelling_at_every_step_keeps_every_accepted_state(
 def interrupting(db: Database, when: Callable[[str], bool]) -> None:
     """Make ``db.write_parts`` raise KeyboardInterrupt (once) when ``when(id)`` says so."""
     real = db.write_parts
-    fired = []
+    fired: list[str] = []
 
     def write_parts(id: str, parts_json: str, finished_at: int | None) -> bool:
         if not fired and when(id):
