@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from msgstore import EventType, open_broker
+from msgstore import EventType, iter_batches, open_broker
 
 
 async def test_subscriber_receives_published_events_in_order() -> None:
@@ -93,3 +93,13 @@ async def test_broker_rejects_a_zero_buffer() -> None:
     with pytest.raises(ValueError, match="buffer_size"):
         async with open_broker(buffer_size=0):
             pass
+
+
+async def test_iter_batches_yields_each_burst_whole_and_in_order() -> None:
+    async with open_broker() as broker, broker.subscribe() as events:
+        for i in range(5):
+            broker.publish(EventType.UPDATED, i)
+        batches = iter_batches(events)
+        assert [e.payload for e in await anext(batches)] == [0, 1, 2, 3, 4]
+        broker.publish(EventType.UPDATED, 5)
+        assert [e.payload for e in await anext(batches)] == [5]

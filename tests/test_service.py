@@ -538,3 +538,44 @@ async def test_update_of_an_id_with_no_row_is_refused(
         ghost = Message(id="no-such-id", session_id=session_id, role=Role.ASSISTANT)
         with pytest.raises(MessageNotFound):
             await svc.update(ghost)
+
+
+async def test_terminal_update_does_not_wait_for_a_full_subscriber(
+    autojump_clock: trio.testing.MockClock, db: Database, session_id: str, db_path: Path
+) -> None:
+    async with open_message_service(db, buffer_size=1, must_deliver_timeout=1.0) as svc:
+        msg = await svc.create(session_id, Role.ASSISTANT)
+        async with svc.subscribe() as events:
+            msg.add_tool_call(ToolCall(id="a", name="view"))
+            await svc.update(msg)  # fills the subscriber's one slot
+            before = trio.current_time()
+            msg.add_tool_call(ToolCall(id="b", name="edit"))
+            await svc.update(msg)  # its event must wait for room, the caller need not
+            assert trio.current_time() == before
+            assert len(on_disk(db_path, msg.id).tool_calls()) == 2
+            first = await events.receive()
+            second = await events.receive()
+            assert [len(e.payload.tool_calls()) for e in (first, second)] == [1, 2]
+            assert svc.statistics().must_deliver_drops == 0
+
+
+async def test_events_of_one_message_stay_in_order_behind_a_waiting_one(
+    autojump_clock: trio.testing.MockClock, db: Database, session_id: str
+) -> None:
+    async with open_message_service(db, buffer_size=1, must_deliver_timeout=1.0) as svc:
+        msg = await svc.create(session_id, Role.ASSISTANT)
+        async with svc.subscribe() as events:
+            msg.add_tool_call(ToolCall(id="a", name="view"))
+            await svc.update(msg)  # fills the slot
+            msg.finish_tool_call("a")
+            await svc.update(msg)  # terminal: waits for room in the outbox
+            msg.append_content("after")
+            await svc.update(msg)
+            await trio.sleep(0.1)  # the timed write is done; its event queued behind
+            seen = []
+            for _ in range(3):
+                seen.append((await events.receive()).payload)
+            assert [m.tool_calls()[0].finished for m in seen] == [False, True, True]
+            assert seen[2].content().text == "after"
+            stats = svc.statistics()
+            assert (stats.drops, stats.must_deliver_drops) == (0, 0)

@@ -1,6 +1,6 @@
 """msgstore: a Trio message store for streaming LLM output, compatible with crush's files."""
 
-from ._broker import Broker, BrokerStatistics, Event, EventType, open_broker
+from ._broker import Broker, BrokerStatistics, Event, EventType, iter_batches, open_broker
 from ._codec import decode_parts, encode_parts
 from ._content import (
     BinaryContent,
@@ -72,6 +72,7 @@ __all__ = [
     "connect",
     "decode_parts",
     "encode_parts",
+    "iter_batches",
     "open_broker",
     "open_message_service",
     "run_message_service",

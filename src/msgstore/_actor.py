@@ -8,12 +8,18 @@ it in two ways:
   intermediate state that a newer one replaces before the deadline is never written,
   which is the whole point of the window. Arming the window moves the deadline of the
   scope the actor is sleeping in, so a token costs no task switch.
-* Requests (write now, delete) go into its mailbox, a queue it drains in order, and
+* A terminal change (or ``flush``) is written by the caller, synchronously, through
+  the actor's own ``commit()``: "durable" then costs one SQLite write and no trip
+  through Trio's scheduler, which with thousands of streams waking together can take
+  tens of milliseconds. When that cannot be done at once (the actor has queued
+  requests, or another connection holds the lock) the caller queues a request instead.
+* Requests (write, delete) go into its mailbox, a queue it drains in order, and
   the caller waits for the reply. (A Trio memory channel would do the same at 1.8 KB
   per actor; with tens of thousands of live streams that is most of the memory.)
 
-Only the actor writes and publishes ``updated`` / ``deleted`` for its message, so the
-events of one message are in order.
+Every write puts its event in the actor's outbox, which the actor task publishes in
+order (waiting, for must-deliver events, for room in a full subscriber), so the events
+of one message are in order whoever wrote them.
 
 SQLite calls run inline on the Trio thread (see STYLE: threads add latency here, and
 the autojump clock would fire deadlines around them early).
@@ -26,11 +32,11 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import trio
 
-from ._broker import EventType
+from ._broker import EventType, PendingDelivery
 from ._content import Message
 from ._errors import DatabaseBusy, MessageNotFound, ServiceClosed
 from ._terminal import Structure, is_terminal, structure_of
@@ -102,8 +108,10 @@ class MessageActor:
         "_in_flight",
         "_latest_structure",
         "_mailbox",
-        "_scope",
+        "_outbox",
+        "_parked",
         "_service",
+        "_task",
         "_written",
         "deleted",
         "dirty",
@@ -124,12 +132,15 @@ class MessageActor:
         self._deadline = math.inf  # when the pending state must be written
         self._idle_at = trio.current_time() + service.idle_timeout
         self._failures = 0
-        self._scope: trio.CancelScope | None = None
+        self._task: trio.lowlevel.Task | None = None
+        self._parked = False  # waiting in _park(); _wake() reschedules it
         self._in_flight: Request | None = None  # the request being handled
         # Requests wait here in order. Made on the first request: most actors only
         # ever see tokens, and a Trio memory channel pair costs 1.8 KB per actor,
         # a third of the memory budget of an actor (see benchmarks/RESULTS.md).
         self._mailbox: deque[Request] | None = None
+        # Events written but not yet handed to every subscriber, oldest first.
+        self._outbox: deque[_Outgoing] | None = None
         self._finished = False
 
     # -- called by the service, from the caller's task ----------------------------
@@ -146,6 +157,33 @@ class MessageActor:
             self._set_deadline(trio.current_time() + self._service.debounce)
         return is_terminal(self._written, structure)
 
+    async def write_through(self) -> None:
+        """Return once the state accepted so far is written (terminal update, flush)."""
+        request = self.commit_or_queue()
+        if request is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await request.wait()
+
+    def commit_or_queue(self) -> Request | None:
+        """Write the pending state now if nothing is ahead of it, else queue a request.
+
+        Returns the request to wait on, or None when the state is written (or nothing
+        was pending). Raises the storage error of a write tried here.
+        """
+        if not self.dirty and not self.busy:
+            return None
+        if self.busy or self._finished:
+            return self.request(RequestKind.WRITE)  # keep the order of queued requests
+        try:
+            self.commit()
+        except DatabaseBusy:
+            return self.request(RequestKind.WRITE)  # the actor waits it out on Trio time
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        return None
+
     def request(self, kind: RequestKind) -> Request:
         """Queue a request; the actor handles requests in order, between its writes."""
         request = Request(kind)
@@ -156,8 +194,7 @@ class MessageActor:
         if self._mailbox is None:
             self._mailbox = deque()
         self._mailbox.append(request)
-        if self._scope is not None:
-            self._scope.cancel()  # wake the actor from its sleep
+        self._wake()
         return request
 
     @property
@@ -165,9 +202,75 @@ class MessageActor:
         """Whether the actor has queued requests (a flush must wait for them)."""
         return bool(self._mailbox)
 
+    def commit(self) -> None:
+        """Write the pending state now, synchronously, and queue its event.
+
+        Raises the storage error with the state still buffered. All or nothing: there
+        is no await inside, so no other update can slip in between.
+        """
+        if not self.dirty or self.deleted:
+            return
+        state = self.latest
+        structure = self._latest_structure
+        service = self._service
+        terminal = is_terminal(self._written, structure)
+        service._write_state(state)
+        self._written = structure
+        self._failures = 0
+        self.dirty = False
+        service._dirty_count -= 1
+        self._deadline = math.inf
+        self._idle_at = trio.current_time() + service.idle_timeout
+        service._alarm_clock.set_alarm(self._idle_at, self)
+        self._post(EventType.UPDATED, state, must_deliver=terminal)
+
+    def _post(self, type: EventType, state: Message, *, must_deliver: bool) -> None:
+        """Publish an event now if nothing of this message is still waiting, else queue it."""
+        broker = self._service.broker
+        if not broker.subscriber_count:
+            return  # nobody listens: skip the copy too
+        payload = state.clone()
+        if not self._outbox:
+            if not must_deliver:
+                broker.publish(type, payload)
+                return
+            pending = broker.offer_must_deliver(type, payload)
+            if pending is None:
+                return
+            outgoing: _Outgoing = pending
+        else:
+            outgoing = (type, payload, must_deliver)
+        if self._outbox is None:
+            self._outbox = deque()
+        self._outbox.append(outgoing)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._parked:
+            self._parked = False
+            assert self._task is not None
+            trio.lowlevel.reschedule(self._task)
+
+    def on_alarm(self) -> None:
+        """The alarm clock's call: wake up if the deadline (or retirement) is due."""
+        if self._parked and trio.current_time() >= self._wake_at():
+            self._wake()
+
+    async def _park(self) -> None:
+        """Wait for _wake(): a request, an event to publish, or a due alarm."""
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            self._parked = False
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        self._parked = True
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
     # -- the task --------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._task = trio.lowlevel.current_task()
+        self._service._alarm_clock.set_alarm(self._idle_at, self)
         task_status.started()
         error: Exception | None = None
         cancelled = False
@@ -215,30 +318,26 @@ class MessageActor:
 
     async def _loop(self) -> None:
         while True:
+            await self._drain_outbox()
             request = self._next_request()
-            if request is None:
-                # Sleep until the window's deadline (or, clean, until retirement);
-                # accept() moves the deadline and request() cancels the sleep.
-                with trio.move_on_at(self._wake_at()) as scope:
-                    self._scope = scope
-                    try:
-                        await trio.sleep_forever()
-                    finally:
-                        self._scope = None
+            if request is None and not self._outbox and trio.current_time() < self._wake_at():
+                # Sleep until the window's deadline (or, clean, until retirement): the
+                # alarm clock, request() and _post() wake it.
+                await self._park()
                 request = self._next_request()
             self._in_flight = request
             if request is None:
                 if self.dirty:
                     if trio.current_time() >= self._deadline:
                         await self._write(None)
-                elif trio.current_time() >= self._idle_at and not self.busy:
+                elif trio.current_time() >= self._idle_at and not self.busy and not self._outbox:
                     return  # idle: retire; the next update starts a new actor
             elif request.kind is RequestKind.DELETE:
                 await self._delete(request)
-                return
             else:
                 await self._write(request)
             if self.deleted:
+                await self._drain_outbox()  # ``deleted`` goes out last
                 return
 
     def _next_request(self) -> Request | None:
@@ -250,25 +349,41 @@ class MessageActor:
 
     def _set_deadline(self, deadline: float) -> None:
         self._deadline = deadline
-        if self._scope is not None:
-            self._scope.deadline = deadline
+        self._service._alarm_clock.set_alarm(deadline, self)
+
+    async def _drain_outbox(self) -> None:
+        """Publish queued events in order; a must-deliver one may wait for room."""
+        outbox = self._outbox
+        broker = self._service.broker
+        while outbox:
+            outgoing = outbox[0]
+            if isinstance(outgoing, PendingDelivery):
+                await broker.finish_delivery(outgoing)
+            else:
+                type, payload, must_deliver = outgoing
+                if not must_deliver:
+                    broker.publish(type, payload)
+                else:
+                    pending = broker.offer_must_deliver(type, payload)
+                    if pending is not None:
+                        await broker.finish_delivery(pending)
+            outbox.popleft()
 
     # -- writing -----------------------------------------------------------------------
 
     async def _write(self, request: Request | None) -> None:
-        """Write the pending state (if any), answer ``request``, publish the event."""
+        """Write the pending state (if any) and answer ``request``.
+
+        While another connection holds the lock, wait on Trio time (the connection's
+        own busy handler would block the whole event loop), up to ``busy_timeout``.
+        """
         service = self._service
         busy_since: float | None = None
         attempt = 0
-        while self.dirty and not self.deleted:
-            state = self.latest
-            structure = self._latest_structure
-            terminal = is_terminal(self._written, structure)
+        while True:
             try:
-                service._write_state(state)
+                self.commit()
             except DatabaseBusy as exc:
-                # Another connection holds the lock: wait on Trio time (the connection's
-                # own busy handler would block the whole event loop), up to the limit.
                 now = trio.current_time()
                 busy_since = now if busy_since is None else busy_since
                 if now - busy_since < service.busy_timeout:
@@ -276,70 +391,51 @@ class MessageActor:
                     await trio.sleep(_BUSY_BACKOFF[min(attempt, len(_BUSY_BACKOFF) - 1)])
                     attempt += 1
                     continue
-                self._failed(exc, request)
-                return
-            except MessageNotFound as exc:
-                # The row went away behind our back (another connection deleted it):
-                # nothing can ever be written for this id again.
-                logger.error("message %s no longer exists; dropping its buffered state", self.id)
-                self._drop()
-                if request is not None:
-                    request.reply(exc)
-                return
+                self._failed(exc)
+                error: Exception | None = exc
             except Exception as exc:
-                self._failed(exc, request)
-                return
-            self._written = structure
-            self._failures = 0
-            if self.latest is state:
-                self.dirty = False
-                service._dirty_count -= 1
-                self._deadline = math.inf
-                self._idle_at = trio.current_time() + service.idle_timeout
+                self._failed(exc)
+                error = exc
             else:
-                # A newer state came in while this write waited; it gets its own window.
-                self._deadline = trio.current_time() + service.debounce
+                error = None
             if request is not None:
-                request.reply()
-                request = None
-            payload = state.clone()
-            if terminal:
-                await service.broker.publish_must_deliver(EventType.UPDATED, payload)
-            else:
-                service.broker.publish(EventType.UPDATED, payload)
+                request.reply(error)
             return
-        if request is not None:
-            request.reply()
 
-    def _failed(self, exc: Exception, request: Request | None) -> None:
+    def _failed(self, exc: Exception) -> None:
         """Keep the state buffered and try again later, without any further call."""
+        if isinstance(exc, MessageNotFound):
+            # The row went away behind our back (another connection deleted it):
+            # nothing can ever be written for this id again.
+            logger.error("message %s no longer exists; dropping its buffered state", self.id)
+            self._drop()
+            return
         service = self._service
         service._failed_writes += 1
         delay = _RETRY_BACKOFF[min(self._failures, len(_RETRY_BACKOFF) - 1)]
         self._failures += 1
-        self._deadline = trio.current_time() + delay
+        self._set_deadline(trio.current_time() + delay)
         logger.warning(
             "write of message %s failed (%s); kept buffered, retrying in %.2f s",
             self.id,
             exc,
             delay,
         )
-        if request is not None:
-            request.reply(exc)
 
     def write_now(self) -> None:
         """Write the pending state synchronously (the final flush at shutdown).
 
-        Raises the storage error, leaving the state buffered.
+        Raises the storage error, leaving the state buffered. Events still queued are
+        offered once, without waiting: the subscriptions end right after.
         """
-        if not self.dirty or self.deleted:
-            return
-        state = self.latest
-        self._service._write_state(state)
-        self._written = self._latest_structure
-        self.dirty = False
-        self._service._dirty_count -= 1
-        self._service.broker.publish(EventType.UPDATED, state.clone())
+        self.commit()
+        outbox = self._outbox
+        while outbox:
+            outgoing = outbox.popleft()
+            if isinstance(outgoing, PendingDelivery):
+                continue  # the subscribers with room have it already
+            type, payload, _ = outgoing
+            self._service.broker.publish(type, payload)
 
     # -- deleting ------------------------------------------------------------------------
 
@@ -350,11 +446,11 @@ class MessageActor:
         except Exception as exc:
             request.reply(exc)
             return
-        payload = self.latest.clone()
+        state = self.latest
         self._drop()
         request.reply()
-        # Published by the actor after any event of its own, so it comes last.
-        await service.broker.publish_must_deliver(EventType.DELETED, payload)
+        # Queued behind any event of this message still going out, so it comes last.
+        self._post(EventType.DELETED, state, must_deliver=True)
 
     def _drop(self) -> None:
         """Forget the buffered state so that nothing is ever written back over the row."""
@@ -363,3 +459,6 @@ class MessageActor:
             self._service._dirty_count -= 1
         self.deleted = True
         self._service._forget(self)
+
+
+_Outgoing: TypeAlias = "PendingDelivery | tuple[EventType, Message, bool]"

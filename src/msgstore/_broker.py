@@ -54,6 +54,15 @@ class _Subscriber:
 
 
 @attrs.frozen
+class PendingDelivery:
+    """A must-deliver event some subscribers had no room for yet."""
+
+    event: Event
+    subscribers: list[_Subscriber]
+    deadline: float
+
+
+@attrs.frozen
 class BrokerStatistics:
     subscriber_count: int
     drop_count: int
@@ -146,9 +155,20 @@ class Broker:
         blocks longer than it, however many there are. A subscriber still full at the
         deadline misses the event; that is counted and logged as an error.
         """
-        if self._closed:
+        pending = self.offer_must_deliver(type, payload)
+        if pending is None:
             await trio.lowlevel.checkpoint()
-            return
+        else:
+            await self.finish_delivery(pending)
+
+    def offer_must_deliver(self, type: EventType, payload: Any) -> PendingDelivery | None:
+        """The first half of ``publish_must_deliver``: deliver where there is room now.
+
+        Returns what is left to deliver (pass it to ``finish_delivery``), or None when
+        every subscriber took the event. The timeout starts now.
+        """
+        if self._closed:
+            return None
         event = Event(type, payload)
         self.published += 1
         full: list[_Subscriber] = []
@@ -160,12 +180,15 @@ class Broker:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
         if not full:
-            await trio.lowlevel.checkpoint()
-            return
-        deadline = trio.current_time() + self.must_deliver_timeout
-        for sub in full:
+            return None
+        return PendingDelivery(event, full, trio.current_time() + self.must_deliver_timeout)
+
+    async def finish_delivery(self, pending: PendingDelivery) -> None:
+        """Wait for room in the subscribers that were full, until the shared deadline."""
+        event = pending.event
+        for sub in pending.subscribers:
             delivered = False
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(pending.deadline):
                 try:
                     await sub.send.send(event)
                     delivered = True
@@ -179,7 +202,7 @@ class Broker:
                         "subscriber stayed full for %.3f s: must-deliver %s event dropped "
                         "(%d dropped for it so far)",
                         self.must_deliver_timeout,
-                        type.value,
+                        event.type.value,
                         sub.must_deliver_drops,
                     )
 
@@ -200,3 +223,30 @@ async def open_broker(
         yield broker
     finally:
         broker.close()
+
+
+class iter_batches:  # lower case: used like a function, ``async for b in iter_batches(ch)``
+    """Yield every event available at each wake-up as one list, in order.
+
+    ``async for event in events`` takes one event per trip through Trio's scheduler; a
+    subscriber that must keep up with bursts (thousands of streams whose windows end
+    together) takes each burst whole with ``async for batch in iter_batches(events)``.
+    A class, not an async generator, so that leaving the loop early needs no cleanup.
+    """
+
+    def __init__(self, events: trio.MemoryReceiveChannel[Event]) -> None:
+        self._events = events
+
+    def __aiter__(self) -> iter_batches:
+        return self
+
+    async def __anext__(self) -> list[Event]:
+        try:
+            batch = [await self._events.receive()]
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        while True:
+            try:
+                batch.append(self._events.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return batch

@@ -24,6 +24,7 @@ from ._broker import Broker, Event, EventType, open_broker
 from ._codec import encode_parts
 from ._content import Finish, FinishReason, Message, Part, Role, check_parts
 from ._errors import InvalidPart, InvalidUpdate, MessageNotFound, ServiceClosed
+from ._timer import AlarmClock
 
 if TYPE_CHECKING:
     from ._storage import Database
@@ -68,6 +69,7 @@ class MessageService:
         self.shutdown_timeout = shutdown_timeout
         self._nursery = nursery
         self._actors: dict[str, MessageActor] = {}
+        self._alarm_clock = AlarmClock()
         self._closed = False
         # Counters behind statistics(); the actors update them too.
         self._dirty_count = 0
@@ -147,7 +149,7 @@ class MessageService:
         actor = self._actor_for(message.id)
         self._updates += 1
         if actor.accept(state) or self.debounce <= 0:
-            await actor.request(RequestKind.WRITE).wait()
+            await actor.write_through()
         else:
             await trio.lowlevel.checkpoint()
 
@@ -157,30 +159,33 @@ class MessageService:
         That includes a write already under way. A no-op when nothing is pending.
         """
         actor = self._actors.get(message_id)
-        if actor is None or not (actor.dirty or actor.busy):
+        if actor is None:
             await trio.lowlevel.checkpoint()
             return
-        await actor.request(RequestKind.WRITE).wait()
+        await actor.write_through()
 
     async def flush_all(self) -> None:
         """``flush`` for every message; raises the first failure after trying them all."""
-        requests = [
-            actor.request(RequestKind.WRITE)
-            for actor in tuple(self._actors.values())
-            if actor.dirty or actor.busy
-        ]
+        errors: list[Exception] = []
+        requests = []
+        for actor in tuple(self._actors.values()):
+            try:
+                request = actor.commit_or_queue()
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                if request is not None:
+                    requests.append(request)
         await trio.lowlevel.checkpoint()
-        first: BaseException | None = None
         for request in requests:
             try:
                 await request.wait()
             except Exception as exc:
-                if first is None:
-                    first = exc
-                else:
-                    logger.error("flush_all: another write failed too: %s", exc)
-        if first is not None:
-            raise first
+                errors.append(exc)
+        for extra in errors[1:]:
+            logger.error("flush_all: another write failed too: %s", extra)
+        if errors:
+            raise errors[0]
 
     async def delete(self, message_id: str) -> None:
         """Delete the row, drop any buffered state, publish ``deleted``."""
@@ -375,6 +380,7 @@ async def open_message_service(
                     busy_timeout=busy_timeout,
                     shutdown_timeout=shutdown_timeout,
                 )
+                nursery.start_soon(service._alarm_clock.run)
                 try:
                     yield service
                 finally:
