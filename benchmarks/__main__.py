@@ -281,6 +281,7 @@ def render(
         f"Command: `{command}` ({when}, {elapsed:.0f} s in all)"
         + (" — quick matrix, not the standard one" if quick else ""),
         "",
+        *mixed_sources_warning(results),
         "| machine | |",
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in report.machine(results).items()),
@@ -310,6 +311,17 @@ def render(
         "```",
     ]
     return lines
+
+
+def mixed_sources_warning(results: report.Results) -> list[str]:
+    digests = {r["msgstore_source_sha1"] for r in results.values() if "msgstore_source_sha1" in r}
+    if len(digests) <= 1:
+        return []
+    return [
+        f"**WARNING: the rows ran {len(digests)} different versions of the msgstore sources "
+        "(src/ changed during the run); the comparisons below are not like for like.**",
+        "",
+    ]
 
 
 def write_results(path: Path, lines: list[str]) -> None:
