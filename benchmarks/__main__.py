@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         "per update (the memory case always runs once)",
     )
     p.add_argument(
+        "--subscriber",
+        choices=("each", "batch"),
+        default="each",
+        help="how msgstore's subscribers drain: 'each' = async for event in events "
+        "(default, one event per wake-up); 'batch' = msgstore.iter_batches",
+    )
+    p.add_argument(
         "--results",
         type=Path,
         metavar="FILE",
@@ -147,7 +154,7 @@ def _custom_case(args: argparse.Namespace) -> Case | None:
 
 
 def run_python_row(
-    row: str, case: Case, workdir: Path, timeout: float, shim: Path | None
+    row: str, case: Case, workdir: Path, timeout: float, shim: Path | None, subscriber: str
 ) -> dict[str, Any]:
     """One row in a fresh interpreter, so that its RSS and CPU are its own."""
     spec = {
@@ -155,6 +162,7 @@ def run_python_row(
         "config": case.config.as_dict(),
         "db": str(workdir / f"case{case.number}-{row}.db"),
         "measure_idle": case.memory,
+        "subscriber": subscriber,
     }
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -183,7 +191,7 @@ def run_one(
     shim: Path | None,
 ) -> dict[str, Any]:
     if row != "d":
-        return run_python_row(row, case, workdir, args.timeout, shim)
+        return run_python_row(row, case, workdir, args.timeout, shim, args.subscriber)
     if gobench is None:
         skipped = (
             "Go binary not found: build it with ../shared/reference/go-seed/build.sh, "
@@ -304,7 +312,12 @@ def render(
         "",
         *report.ratios(results, cases),
         "",
-        "Targets:",
+        "Targets:"
+        + (
+            " (quick parameters: indicative only, the targets are set for the standard matrix)"
+            if quick
+            else ""
+        ),
         "",
         "```",
         *(t.line() for t in report.targets(results)),

@@ -23,7 +23,7 @@ import apsw
 import trio
 
 import msgstore
-from msgstore import Database, EventType, MessageService, connect, open_message_service
+from msgstore import Database, Event, EventType, MessageService, connect, open_message_service
 
 from .measure import (
     Cpu,
@@ -64,28 +64,41 @@ class _SubStats:
         return self.created + self.updated
 
 
+def _count(stats: _SubStats, event: Event) -> None:
+    if event.type is EventType.CREATED:
+        stats.created += 1
+    elif event.type is EventType.UPDATED:
+        payload = event.payload
+        p = progress(payload)
+        prev = stats.seen.get(payload.id)
+        if prev is not None and p <= prev:
+            stats.stale += 1
+        else:
+            stats.seen[payload.id] = p
+        stats.updated += 1
+
+
 async def _drain(
     service: MessageService,
     stats: _SubStats,
+    mode: str,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """A subscriber as Go's ``drain``: counts events, and stale snapshots per message."""
+    """A subscriber as Go's ``drain``: counts events, and stale snapshots per message.
+
+    ``each``: ``async for event in events``, one event per wake-up, as a Trio user
+    writes it first. ``batch``: ``msgstore.iter_batches``, every queued event per wake-up.
+    """
     async with service.subscribe() as events:
         task_status.started()
-        seen = stats.seen
-        async for event in events:
-            if event.type is EventType.CREATED:
-                stats.created += 1
-            elif event.type is EventType.UPDATED:
-                payload = event.payload
-                p = progress(payload)
-                prev = seen.get(payload.id)
-                if prev is not None and p <= prev:
-                    stats.stale += 1
-                else:
-                    seen[payload.id] = p
-                stats.updated += 1
+        if mode == "batch":
+            async for batch in msgstore.iter_batches(events):  # type: ignore[attr-defined,unused-ignore]
+                for event in batch:
+                    _count(stats, event)
+        else:
+            async for event in events:
+                _count(stats, event)
 
 
 def _remove_db(path: Path) -> None:
@@ -107,7 +120,7 @@ def _read_rows(path: Path, session_id: str) -> list[tuple[str, str, int | None]]
 
 
 async def _run(
-    row: str, cfg: Config, db: Database, path: Path, measure_idle: bool
+    row: str, cfg: Config, db: Database, path: Path, measure_idle: bool, subscriber: str
 ) -> dict[str, Any]:
     session = db.create_session("bench")
     rec = Recorder(cfg.streams)
@@ -129,7 +142,7 @@ async def _run(
         helpers = await stack.enter_async_context(trio.open_nursery())
         if service is not None:
             for st in subs:
-                await helpers.start(_drain, service, st)
+                await helpers.start(_drain, service, st, subscriber)
 
         async def monitor() -> None:
             while True:
@@ -279,7 +292,14 @@ def _source_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def run_row(row: str, cfg: Config, db_path: Path, *, measure_idle: bool = False) -> dict[str, Any]:
+def run_row(
+    row: str,
+    cfg: Config,
+    db_path: Path,
+    *,
+    measure_idle: bool = False,
+    subscriber: str = "each",
+) -> dict[str, Any]:
     """Run one Python row (``a``, ``b``, ``c`` or ``e``) here and return its JSON fields."""
     if row not in PYTHON_ROWS:
         raise ValueError(f"not a Python row: {row!r}")
@@ -288,7 +308,7 @@ def run_row(row: str, cfg: Config, db_path: Path, *, measure_idle: bool = False)
     db = connect(db_path)
     try:
         install_write_counters(db.connection)
-        out = trio.run(_run, row, cfg, db, db_path, measure_idle)
+        out = trio.run(_run, row, cfg, db, db_path, measure_idle, subscriber)
     finally:
         db.close()
     io = proc_io()
@@ -314,6 +334,7 @@ def run_row(row: str, cfg: Config, db_path: Path, *, measure_idle: bool = False)
             "reasoning": cfg.reasoning,
             "interval_ms": cfg.interval * 1000,
             "debounce_ms": {"a": cfg.debounce * 1000, "b": 0.0}.get(row),
+            "subscriber_mode": subscriber if row in ("a", "b") else None,
             "num_cpu": os.cpu_count(),
             "sqlite_version": apsw.sqlite_lib_version(),
             "python_version": sys.version.split()[0],
@@ -331,6 +352,7 @@ def main(argv: list[str]) -> int:
         Config(**spec["config"]),
         Path(spec["db"]),
         measure_idle=bool(spec.get("measure_idle")),
+        subscriber=spec.get("subscriber", "each"),
     )
     if not spec.get("keep_db"):
         _remove_db(Path(spec["db"]))

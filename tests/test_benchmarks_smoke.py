@@ -38,6 +38,13 @@ def test_every_python_row_runs_verifies_and_accounts(tmp_path: Path) -> None:
     assert any(line.startswith(("PASS", "FAIL")) for line in lines)
 
 
+def test_batch_subscribers_receive_every_event(tmp_path: Path) -> None:
+    r = run_row("a", TINY, tmp_path / "a.db", subscriber="batch")
+    assert r["accounting_ok"], r["problems"]
+    assert r["subscriber_mode"] == "batch"
+    assert r["events_created"] + r["events_updated"] == 2 + r["sql_updates"]
+
+
 def test_verification_catches_a_row_with_the_wrong_text() -> None:
     cfg = Config(streams=1, tokens=3)
     good_text = "".join(token(0, i) for i in range(3))
