@@ -145,10 +145,10 @@ class MessageActor:
 
     # -- called by the service, from the caller's task ----------------------------
 
-    def accept(self, state: Message) -> bool:
-        """Buffer ``state`` as the newest; return whether it must be written at once."""
+    def accept(self, state: Message, structure: Structure) -> bool:
+        """Buffer ``state`` (of that structure) as the newest; must it be written now?"""
         self.latest = state
-        structure = self._latest_structure = structure_of(state)
+        self._latest_structure = structure
         if not self.dirty:
             # The window opens at the first unwritten update; later updates do not
             # move it, so a steady stream is written every window, never starved.

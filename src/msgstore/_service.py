@@ -24,6 +24,7 @@ from ._broker import Broker, Event, EventType, open_broker
 from ._codec import encode_parts
 from ._content import Finish, FinishReason, Message, Part, Role, check_parts
 from ._errors import InvalidPart, InvalidUpdate, MessageNotFound, ServiceClosed
+from ._terminal import structure_of
 from ._timer import AlarmClock
 
 if TYPE_CHECKING:
@@ -143,12 +144,12 @@ class MessageService:
                 f"got {type(message.parts).__name__}"
             ) from None
         try:
-            check_parts(state.parts, where=f"message {message.id!r} parts")
+            structure = structure_of(state)
         except InvalidPart as exc:
             raise InvalidUpdate(str(exc)) from exc
         actor = self._actor_for(message.id)
         self._updates += 1
-        if actor.accept(state) or self.debounce <= 0:
+        if actor.accept(state, structure) or self.debounce <= 0:
             await actor.write_through()
         else:
             await trio.lowlevel.checkpoint()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ._content import Finish, Message, ReasoningContent, ToolCall
+from ._content import PART_TYPES, Finish, Message, ReasoningContent, TextContent, ToolCall
+from ._errors import InvalidPart
 
 
 class Structure(NamedTuple):
@@ -18,18 +19,30 @@ class Structure(NamedTuple):
     reasoning_finished: bool
 
 
+_PART_TYPES = frozenset(PART_TYPES)
+
+
 def structure_of(message: Message) -> Structure:
+    """The structure of a state; also the check that every part is a part.
+
+    One pass serves both, because it runs on every token.
+    """
     finished = False
     calls: list[bool] = []
     reasoning_finished: bool | None = None  # only the first reasoning part counts
-    for part in message.parts:
+    for i, part in enumerate(message.parts):
         kind = type(part)
+        if kind is TextContent:
+            continue
         if kind is ToolCall:
             calls.append(part.finished)  # type: ignore[union-attr]
         elif kind is Finish:
             finished = True
-        elif kind is ReasoningContent and reasoning_finished is None:
-            reasoning_finished = part.finished_at > 0  # type: ignore[union-attr]
+        elif kind is ReasoningContent:
+            if reasoning_finished is None:
+                reasoning_finished = part.finished_at > 0  # type: ignore[union-attr]
+        elif kind not in _PART_TYPES and not isinstance(part, PART_TYPES):
+            raise InvalidPart(f"message {message.id!r} parts[{i}] is a {kind.__name__}, not a part")
     return Structure(finished, tuple(calls), bool(reasoning_finished))
 
 
