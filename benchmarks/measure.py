@@ -67,9 +67,10 @@ _COUNTER_DDL = (
     "CREATE TEMP TABLE bench_counts(name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
     "INSERT INTO temp.bench_counts VALUES ('updates', 0), ('creates', 0)",
     "CREATE TEMP TRIGGER bench_count_parts AFTER UPDATE OF parts ON main.messages BEGIN "
-    "UPDATE temp.bench_counts SET n = n + 1 WHERE name = 'updates'; END",
+    # Unqualified inside the trigger body: SQLite before 3.47 refuses ``temp.`` there.
+    "UPDATE bench_counts SET n = n + 1 WHERE name = 'updates'; END",
     "CREATE TEMP TRIGGER bench_count_creates AFTER INSERT ON main.messages BEGIN "
-    "UPDATE temp.bench_counts SET n = n + 1 WHERE name = 'creates'; END",
+    "UPDATE bench_counts SET n = n + 1 WHERE name = 'creates'; END",
 )
 
 
