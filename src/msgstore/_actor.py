@@ -6,8 +6,8 @@ it in two ways:
 
 * ``accept()`` puts a new state in its one-slot mailbox. The slot is conflated: an
   intermediate state that a newer one replaces before the deadline is never written,
-  which is the whole point of the window. Arming the window moves the deadline of the
-  scope the actor is sleeping in, so a token costs no task switch.
+  which is the whole point of the window. Arming the window sets an alarm on the
+  service's alarm clock (``_timer.py``), so a token costs no task switch.
 * A terminal change (or ``flush``) is written by the caller, synchronously, through
   the actor's own ``commit()``: "durable" then costs one SQLite write and no trip
   through Trio's scheduler, which with thousands of streams waking together can take
