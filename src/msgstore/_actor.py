@@ -377,30 +377,14 @@ class MessageActor:
         While another connection holds the lock, wait on Trio time (the connection's
         own busy handler would block the whole event loop), up to ``busy_timeout``.
         """
-        service = self._service
-        busy_since: float | None = None
-        attempt = 0
-        while True:
-            try:
-                self.commit()
-            except DatabaseBusy as exc:
-                now = trio.current_time()
-                busy_since = now if busy_since is None else busy_since
-                if now - busy_since < service.busy_timeout:
-                    service._busy_waits += 1
-                    await trio.sleep(_BUSY_BACKOFF[min(attempt, len(_BUSY_BACKOFF) - 1)])
-                    attempt += 1
-                    continue
-                self._failed(exc)
-                error: Exception | None = exc
-            except Exception as exc:
-                self._failed(exc)
-                error = exc
-            else:
-                error = None
-            if request is not None:
-                request.reply(error)
-            return
+        error: Exception | None = None
+        try:
+            await wait_out_busy(self._service, self.commit)
+        except Exception as exc:
+            self._failed(exc)
+            error = exc
+        if request is not None:
+            request.reply(error)
 
     def _failed(self, exc: Exception) -> None:
         """Keep the state buffered and try again later, without any further call."""
