@@ -22,6 +22,7 @@ from msgstore import (
     ToolCall,
     open_message_service,
 )
+from msgstore.testing import row_now
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -45,12 +46,6 @@ class WriteCounter:
         row = self._con.execute("SELECT n FROM temp.parts_writes").fetchone()
         assert row is not None
         return int(row[0])
-
-
-def on_disk(path: Path, message_id: str) -> Message:
-    """The row as a separate connection reads it from the file right now."""
-    with msgstore.connect(path, read_only=True) as other:
-        return other.get_message(message_id)
 
 
 @pytest.fixture
@@ -79,7 +74,7 @@ async def test_five_deltas_in_one_window_give_one_write_and_one_event(
             await svc.update(msg)
             await trio.sleep(0.005)
         assert counter.count == 0, "written before the window ended"
-        assert on_disk(db_path, msg.id).content().text == ""
+        assert row_now(db_path, msg.id).content().text == ""
         await trio.sleep(0.033)
         assert counter.count == 1
         event = events.receive_nowait()
@@ -87,7 +82,7 @@ async def test_five_deltas_in_one_window_give_one_write_and_one_event(
         assert event.payload.content().text == "abcde"
         with pytest.raises(trio.WouldBlock):
             events.receive_nowait()
-        assert on_disk(db_path, msg.id).content().text == "abcde"
+        assert row_now(db_path, msg.id).content().text == "abcde"
 
 
 async def test_window_is_not_restarted_by_later_updates(
@@ -122,7 +117,7 @@ async def test_update_just_after_a_timed_write_is_written_in_the_next_window(
         # No further call: the window alone must write it.
         await trio.sleep(0.034)
         assert counter.count == 2
-        assert on_disk(db_path, msg.id).content().text == "first second"
+        assert row_now(db_path, msg.id).content().text == "first second"
 
 
 # -- 4, 5: terminal writes -----------------------------------------------------------------
@@ -155,7 +150,7 @@ async def test_terminal_update_is_written_before_update_returns(
             msg.finish_thinking()
         await svc.update(msg)
         assert trio.current_time() == before
-        assert on_disk(db_path, msg.id).parts == msg.parts
+        assert row_now(db_path, msg.id).parts == msg.parts
 
 
 @pytest.mark.parametrize("delta", ["text", "reasoning", "tool_input"])
@@ -170,7 +165,7 @@ async def test_deltas_alone_are_not_terminal(
         msg = await svc.create(session_id, Role.ASSISTANT)
         msg.add_tool_call(ToolCall(id="t1", name="view"))
         await svc.update(msg)
-        written = on_disk(db_path, msg.id).parts
+        written = row_now(db_path, msg.id).parts
         if delta == "text":
             msg.append_content("more")
         elif delta == "reasoning":
@@ -178,7 +173,7 @@ async def test_deltas_alone_are_not_terminal(
         else:
             msg.append_tool_call_input("t1", '{"a"')
         await svc.update(msg)
-        assert on_disk(db_path, msg.id).parts == written
+        assert row_now(db_path, msg.id).parts == written
         assert svc.statistics().buffered_messages == 1
 
 
@@ -191,7 +186,7 @@ async def test_zero_debounce_writes_every_update_before_it_returns(
         for i in range(5):
             msg.append_content(str(i))
             await svc.update(msg)
-            assert on_disk(db_path, msg.id).content().text == "01234"[: i + 1]
+            assert row_now(db_path, msg.id).content().text == "01234"[: i + 1]
         assert counter.count == 5
 
 
@@ -245,7 +240,7 @@ async def test_flush_writes_pending_state_and_a_second_flush_writes_nothing(
         await svc.update(msg)
         await svc.flush(msg.id)
         assert counter.count == 1
-        assert on_disk(db_path, msg.id).content().text == "pending"
+        assert row_now(db_path, msg.id).content().text == "pending"
         await svc.flush(msg.id)
         assert counter.count == 1
 
@@ -261,7 +256,7 @@ async def test_flush_all_writes_every_message(
         await svc.flush_all()
         assert svc.statistics().buffered_messages == 0
         for i, msg in enumerate(messages):
-            assert on_disk(db_path, msg.id).content().text == f"m{i}"
+            assert row_now(db_path, msg.id).content().text == f"m{i}"
 
 
 async def test_flush_during_a_write_returns_after_it_and_newer_state(
@@ -287,7 +282,7 @@ async def test_flush_during_a_write_returns_after_it_and_newer_state(
             nursery.start_soon(release)
             await svc.flush(msg.id)
             assert trio.current_time() >= 0.5
-            assert on_disk(db_path, msg.id).content().text == "one two"
+            assert row_now(db_path, msg.id).content().text == "one two"
         blocker.close()
 
 
@@ -406,9 +401,9 @@ async def test_reads_return_buffered_state_while_the_file_lags(
         assert [m.content().text for m in await svc.list(session_id)] == ["buffered"]
         last = await svc.get_last_assistant_message(session_id)
         assert last is not None and last.content().text == "buffered"
-        assert on_disk(db_path, msg.id).content().text == ""
+        assert row_now(db_path, msg.id).content().text == ""
         await trio.sleep(0.034)
-        assert on_disk(db_path, msg.id).content().text == "buffered"
+        assert row_now(db_path, msg.id).content().text == "buffered"
 
 
 async def test_update_keeps_its_own_copy_of_the_message(
@@ -457,7 +452,7 @@ async def test_leaving_the_scope_writes_buffered_state_and_closes_subscriptions(
         msg.append_content("left in the buffer")
         await svc.update(msg)
         # The listener's loop ended by itself when the service closed.
-    assert on_disk(db_path, msg.id).content().text == "left in the buffer"
+    assert row_now(db_path, msg.id).content().text == "left in the buffer"
     assert seen == [EventType.UPDATED]
 
 
@@ -472,7 +467,7 @@ async def test_cancelling_the_scope_still_writes_buffered_state(
             cancel.cancel()
             await trio.sleep_forever()
     assert cancel.cancelled_caught
-    assert on_disk(db_path, msg.id).content().text == "saved on cancel"
+    assert row_now(db_path, msg.id).content().text == "saved on cancel"
 
 
 async def test_calls_after_the_service_closed_raise_service_closed(
@@ -495,7 +490,7 @@ async def test_lower_tier_starts_in_a_callers_nursery(
         msg.append_content("lower tier")
         await svc.update(msg)
         nursery.cancel_scope.cancel()
-    assert on_disk(db_path, msg.id).content().text == "lower tier"
+    assert row_now(db_path, msg.id).content().text == "lower tier"
 
 
 # -- actors: retirement and isolation -----------------------------------------------------------
@@ -514,7 +509,7 @@ async def test_idle_actors_retire_and_come_back_on_the_next_update(
         msg.append_content("b")
         await svc.update(msg)
         await svc.flush(msg.id)
-        assert on_disk(db_path, msg.id).content().text == "ab"
+        assert row_now(db_path, msg.id).content().text == "ab"
 
 
 async def test_update_with_a_non_part_is_refused_and_accepted_state_kept(
@@ -552,7 +547,7 @@ async def test_terminal_update_does_not_wait_for_a_full_subscriber(
             msg.add_tool_call(ToolCall(id="b", name="edit"))
             await svc.update(msg)  # its event must wait for room, the caller need not
             assert trio.current_time() == before
-            assert len(on_disk(db_path, msg.id).tool_calls()) == 2
+            assert len(row_now(db_path, msg.id).tool_calls()) == 2
             first = await events.receive()
             second = await events.receive()
             assert [len(e.payload.tool_calls()) for e in (first, second)] == [1, 2]
@@ -605,8 +600,8 @@ async def test_a_failing_row_in_a_shared_window_does_not_stop_the_others(
         other.execute("DELETE FROM messages WHERE id = ?", (messages[1].id,))
         other.close()
         await trio.sleep(0.05)
-        assert on_disk(db_path, messages[0].id).content().text == "text 0"
-        assert on_disk(db_path, messages[2].id).content().text == "text 2"
+        assert row_now(db_path, messages[0].id).content().text == "text 0"
+        assert row_now(db_path, messages[2].id).content().text == "text 2"
         assert svc.statistics().buffered_messages == 0
         with pytest.raises(MessageNotFound):
             await svc.get(messages[1].id)
