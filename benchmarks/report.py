@@ -315,7 +315,14 @@ def machine(results: Results) -> dict[str, str]:
             ).stdout.strip()
         except OSError:
             go = "not found"
-    go_sqlite = next((r["sqlite_version"] for r in results.values() if r.get("row") == "d"), None)
+    go_sqlite = next(
+        (
+            r["sqlite_version"]
+            for r in results.values()
+            if r.get("row") == "d" and "sqlite_version" in r
+        ),
+        None,
+    )
     mem = "unknown"
     try:
         with open("/proc/meminfo") as f:

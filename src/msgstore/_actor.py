@@ -158,12 +158,20 @@ class MessageActor:
         return is_terminal(self._written, structure)
 
     async def write_through(self) -> None:
-        """Return once the state accepted so far is written (terminal update, flush)."""
+        """Return once the state accepted so far is written (terminal update, flush).
+
+        A cancel point before the write: Cancelled means this call wrote nothing (the
+        state stays buffered for its window). A write done here returns without a
+        schedule point, so "durable" costs the write and not a pass of the scheduler,
+        which is as long as every other task's work in it; the service's fairness
+        guard still yields when one task writes inline many times in a row.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         request = self.commit_or_queue()
-        if request is None:
-            await trio.lowlevel.checkpoint()
-        else:
+        if request is not None:
             await request.wait()
+        elif self._service._owes_schedule_point():
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def commit_or_queue(self) -> Request | None:
         """Write the pending state now if nothing is ahead of it, else queue a request.

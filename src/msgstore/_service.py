@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("msgstore")
 
+# At most this many inline writes by one task in a row before it yields (about 0.5 ms
+# of writes on the benchmark machine); see MessageService._owes_schedule_point.
+_INLINE_STREAK = 8
+
 
 @attrs.frozen
 class ServiceStatistics:
@@ -78,6 +82,9 @@ class MessageService:
         self._writes = 0
         self._failed_writes = 0
         self._busy_waits = 0
+        # The fairness guard of inline writes (see _owes_schedule_point).
+        self._streak_task: trio.lowlevel.Task | None = None
+        self._streak = 0
 
     # -- writes --------------------------------------------------------------------------
 
@@ -152,6 +159,7 @@ class MessageService:
         if actor.accept(state, structure) or self.debounce <= 0:
             await actor.write_through()
         else:
+            self._streak_task = None
             await trio.lowlevel.checkpoint()
 
     async def flush(self, message_id: str) -> None:
@@ -268,6 +276,26 @@ class MessageService:
         return self._closed
 
     # -- for the actors ----------------------------------------------------------------
+
+    def _owes_schedule_point(self) -> bool:
+        """Whether an inline write must still yield, so that no task hogs the loop.
+
+        A write done in the caller's task returns without a schedule point (see
+        ``MessageActor.write_through``). A task that makes ``_INLINE_STREAK`` such
+        writes in a row, with no other task's update and no yield of its own in
+        ``update`` between them, yields on the last one: a loop of terminal updates
+        holds the Trio thread for at most that many writes.
+        """
+        task = trio.lowlevel.current_task()
+        if task is not self._streak_task:
+            self._streak_task = task
+            self._streak = 1
+            return False
+        self._streak += 1
+        if self._streak < _INLINE_STREAK:
+            return False
+        self._streak_task = None
+        return True
 
     def _write_state(self, state: Message) -> None:
         finish = state.finish_part()
