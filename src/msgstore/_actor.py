@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, TypeAlias, TypeVar
 import trio
 
 from ._broker import EventType, PendingDelivery
-from ._content import Message
+from ._content import Message, Part
 from ._errors import DatabaseBusy, MessageNotFound, ServiceClosed
-from ._terminal import Structure, is_terminal, structure_of
+from ._terminal import Structure, is_terminal, same_structure, structure_of
 
 if TYPE_CHECKING:
     from ._service import MessageService
@@ -101,6 +101,7 @@ class MessageActor:
     # Slots: one of these lives per streaming message, so its size is the store's
     # memory per stream.
     __slots__ = (
+        "_base",
         "_deadline",
         "_failures",
         "_finished",
@@ -110,20 +111,23 @@ class MessageActor:
         "_mailbox",
         "_outbox",
         "_parked",
+        "_parts",
         "_service",
         "_task",
         "_written",
         "deleted",
         "dirty",
         "id",
-        "latest",
     )
 
     def __init__(self, service: MessageService, state: Message) -> None:
         self.id = state.id
         self._service = service
-        # The newest accepted state. Never mutated: update() hands over a private copy.
-        self.latest = state
+        # The newest accepted state is the row's other fields (``_base``, as read when
+        # the actor started: update() writes only parts) with the newest accepted
+        # parts. Neither is ever mutated: update() hands over a private list.
+        self._base = state
+        self._parts = state.parts
         self._latest_structure = structure_of(state)
         # ``state`` is what the database holds now: it is the first baseline.
         self._written: Structure | None = self._latest_structure
@@ -145,9 +149,23 @@ class MessageActor:
 
     # -- called by the service, from the caller's task ----------------------------
 
-    def accept(self, state: Message, structure: Structure) -> bool:
-        """Buffer ``state`` (of that structure) as the newest; must it be written now?"""
-        self.latest = state
+    @property
+    def latest(self) -> Message:
+        """The newest accepted state, as a message of its own."""
+        return self._base.with_parts(list(self._parts))
+
+    def structure_for(self, parts: list[Part]) -> Structure:
+        """The structure of ``parts``, a new state of this message; raises InvalidPart.
+
+        Per token, ``same_structure`` only looks at the parts that changed.
+        """
+        if same_structure(self._parts, parts):
+            return self._latest_structure
+        return structure_of(self._base, parts)
+
+    def accept(self, parts: list[Part], structure: Structure) -> bool:
+        """Buffer ``parts`` (of that structure) as the newest; must they be written now?"""
+        self._parts = parts
         self._latest_structure = structure
         if not self.dirty:
             # The window opens at the first unwritten update; later updates do not

@@ -283,6 +283,15 @@ class Message:
         _set(new, "__dict__", state)
         return new
 
+    def with_parts(self, parts: list[Part]) -> Message:
+        """A copy of this message's other fields with ``parts`` (taken as they are:
+        the caller hands over a list nothing else will mutate)."""
+        state = self.__dict__.copy()
+        state["parts"] = parts
+        new = object.__new__(Message)
+        _set(new, "__dict__", state)
+        return new
+
     # -- readers ----------------------------------------------------------------------
 
     def _first(self, kind: type[Any]) -> int:

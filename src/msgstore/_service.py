@@ -140,23 +140,29 @@ class MessageService:
         finished, reasoning ended) or when ``debounce <= 0``. The caller may go on
         mutating ``message``: the service keeps its own copy.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if not isinstance(message, Message):
             raise InvalidUpdate(f"update() needs a Message, got {type(message).__name__}")
         try:
-            state = message.clone()
+            # The service's own copy. Only parts are written, so only they are kept.
+            parts = list(message.parts)
         except TypeError:  # ``parts`` (which has no validator) set to a non-iterable
             raise InvalidUpdate(
                 f"message {message.id!r} parts must be a list of parts, "
                 f"got {type(message.parts).__name__}"
             ) from None
+        actor = self._actors.get(message.id)
         try:
-            structure = structure_of(state)
+            if actor is not None:
+                structure = actor.structure_for(parts)
+            else:
+                structure = structure_of(message, parts)  # before any actor starts
+                actor = self._actor_for(message.id)
         except InvalidPart as exc:
             raise InvalidUpdate(str(exc)) from exc
-        actor = self._actor_for(message.id)
         self._updates += 1
-        if actor.accept(state, structure) or self.debounce <= 0:
+        if actor.accept(parts, structure) or self.debounce <= 0:
             await actor.write_through()
         else:
             self._streak_task = None
@@ -217,7 +223,7 @@ class MessageService:
         await trio.lowlevel.checkpoint()
         actor = self._actors.get(message_id)
         if actor is not None and not actor.deleted:
-            return actor.latest.clone()
+            return actor.latest
         return self.db.get_message(message_id)
 
     async def list(self, session_id: str) -> builtins.list[Message]:
@@ -246,7 +252,7 @@ class MessageService:
         out = []
         for row in rows:
             actor = actors.get(row.id)
-            out.append(row if actor is None or actor.deleted else actor.latest.clone())
+            out.append(row if actor is None or actor.deleted else actor.latest)
         return out
 
     # -- events and statistics -------------------------------------------------------

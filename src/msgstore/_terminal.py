@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ._content import PART_TYPES, Finish, Message, ReasoningContent, TextContent, ToolCall
+from ._content import PART_TYPES, Finish, Message, Part, ReasoningContent, TextContent, ToolCall
 from ._errors import InvalidPart
 
 
@@ -22,15 +22,16 @@ class Structure(NamedTuple):
 _PART_TYPES = frozenset(PART_TYPES)
 
 
-def structure_of(message: Message) -> Structure:
-    """The structure of a state; also the check that every part is a part.
+def structure_of(message: Message, parts: list[Part] | None = None) -> Structure:
+    """The structure of a state (``message``, or its id with ``parts``); also the
+    check that every part is a part.
 
     One pass serves both, because it runs on every token.
     """
     finished = False
     calls: list[bool] = []
     reasoning_finished: bool | None = None  # only the first reasoning part counts
-    for i, part in enumerate(message.parts):
+    for i, part in enumerate(message.parts if parts is None else parts):
         kind = type(part)
         if kind is TextContent:
             continue
@@ -44,6 +45,35 @@ def structure_of(message: Message) -> Structure:
         elif kind not in _PART_TYPES and not isinstance(part, PART_TYPES):
             raise InvalidPart(f"message {message.id!r} parts[{i}] is a {kind.__name__}, not a part")
     return Structure(finished, tuple(calls), bool(reasoning_finished))
+
+
+def same_structure(old: list[Part], new: list[Part]) -> bool:
+    """Whether ``new`` surely has the structure of ``old``, a validated earlier state.
+
+    A token replaces one text, reasoning or tool-call part and leaves the others the
+    very same (immutable) objects, so only the parts that differ are looked at: same
+    type at the same place (which is also their validation), and the same finished
+    flag. False means "not sure": compute ``structure_of``.
+    """
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a is b:
+            continue
+        kind = type(b)
+        if kind is not type(a):
+            return False
+        if kind is TextContent:
+            continue
+        if kind is ReasoningContent:
+            if (a.finished_at > 0) != (b.finished_at > 0):  # type: ignore[union-attr]
+                return False
+        elif kind is ToolCall:
+            if a.finished != b.finished:  # type: ignore[union-attr]
+                return False
+        else:
+            return False
+    return True
 
 
 def is_terminal(written: Structure | None, new: Structure) -> bool:
