@@ -123,9 +123,9 @@ class MessageActor:
     def __init__(self, service: MessageService, state: Message) -> None:
         self.id = state.id
         self._service = service
-        # The newest accepted state is the row's other fields (``_base``, as read when
-        # the actor started: update() writes only parts) with the newest accepted
-        # parts. Neither is ever mutated: update() hands over a private list.
+        # The newest accepted state is ``_base``'s other fields (the row's, or the
+        # first update's: update() writes only parts) with the newest accepted parts.
+        # Neither is ever mutated: update() hands over a private list.
         self._base = state
         self._parts = state.parts
         self._latest_structure = structure_of(state)
@@ -153,6 +153,11 @@ class MessageActor:
     def latest(self) -> Message:
         """The newest accepted state, as a message of its own."""
         return self._base.with_parts(list(self._parts))
+
+    def take_fields(self, message: Message) -> None:
+        """Keep ``message``'s other fields instead of the row's: reads then return what
+        the caller sent, and its strings are shared, not a second copy per stream."""
+        self._base = message.with_parts(self._parts)
 
     def structure_for(self, parts: list[Part]) -> Structure:
         """The structure of ``parts``, a new state of this message; raises InvalidPart.

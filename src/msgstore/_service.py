@@ -159,6 +159,7 @@ class MessageService:
             else:
                 structure = structure_of(message, parts)  # before any actor starts
                 actor = self._actor_for(message.id)
+                actor.take_fields(message)
         except InvalidPart as exc:
             raise InvalidUpdate(str(exc)) from exc
         self._updates += 1
