@@ -287,9 +287,9 @@ class MessageActor:
 
         A window's write with nothing else to do is done right here, in the clock's
         task: waking the actor would cost a task switch per write (about 6 µs of CPU
-        against 0.4 µs, see benchmarks/RESULTS.md). Anything else (a held lock to wait out, requests, events to deliver,
-        retirement) wakes the actor. An actor that is not parked checks its deadlines
-        itself when it next loops.
+        against 0.4 µs, see benchmarks/RESULTS.md). Anything else (a held lock to wait
+        out, requests, events to deliver, retirement) wakes the actor. An actor that is
+        not parked checks its deadlines itself when it next loops.
         """
         if not self._parked:
             return
