@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import msgstore
 
 _HERE = Path(__file__).resolve().parent
 # The fixture written by the Go reference lives beside the project in the workspace;
@@ -36,6 +39,18 @@ def crush_dump() -> list[dict[str, Any]]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "msgstore.db"
+
+
+@pytest.fixture
+def db(db_path: Path) -> Iterator[msgstore.Database]:
+    """A fresh database file, opened with ``connect``."""
+    with msgstore.connect(db_path) as database:
+        yield database
+
+
+@pytest.fixture
+def session_id(db: msgstore.Database) -> str:
+    return db.create_session("test").id
 
 
 def long_sweeps() -> bool:

@@ -8,28 +8,14 @@ writes inline many times in a row still yields now and then (the fairness guard)
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import trio
 import trio.testing
 
-import msgstore
 from msgstore import Database, FinishReason, Role, ToolCall, open_message_service
 from msgstore._service import _INLINE_STREAK
 from msgstore.testing import row_now
-
-
-@pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
-    with msgstore.connect(db_path) as database:
-        yield database
-
-
-@pytest.fixture
-def session_id(db: Database) -> str:
-    return db.create_session("test").id
 
 
 class Bystander:

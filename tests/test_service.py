@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import apsw
@@ -46,17 +45,6 @@ class WriteCounter:
         row = self._con.execute("SELECT n FROM temp.parts_writes").fetchone()
         assert row is not None
         return int(row[0])
-
-
-@pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
-    with msgstore.connect(db_path) as database:
-        yield database
-
-
-@pytest.fixture
-def session_id(db: Database) -> str:
-    return db.create_session("test").id
 
 
 # -- 1, 2, 3: the window ---------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +45,6 @@ EVERY_PART: list[Part] = [
     ShellCommand(command="ls", output="a\nb", exit_code=2),
     Finish(reason=FinishReason.END_TURN, time=1700000000, message="m", details="d"),
 ]
-
-
-@pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    with connect(db_path) as database:
-        yield database
 
 
 @pytest.fixture
