@@ -246,14 +246,14 @@ SCRIPTS: tuple[Script, ...] = (
                 text="Let me read the actor.",
                 tool=ToolStep(
                     name="view",
-                    input={"file_path": "src/msgstore/_actor.py", "offset": 88, "limit": 12},
+                    input={"file_path": "src/msgstore/_actor.py", "offset": 171, "limit": 11},
                     output=(
-                        "88  def accept(self, state: Message) -> bool:\n"
-                        "89      self.latest = state\n"
-                        "92      if not self.dirty:\n"
-                        "93          # The window opens at the first unwritten update\n"
-                        "96          self._set_deadline(now + self._service.debounce)\n"
-                        "97      return is_terminal(self._written, structure)"
+                        "171  def accept(self, parts: list[Part], structure: Structure) -> bool:\n"
+                        "173      self._parts = parts\n"
+                        "175      if not self.dirty:\n"
+                        "176          # The window opens at the first unwritten update\n"
+                        "180          self._set_deadline(now + self._service.debounce)\n"
+                        "181      return is_terminal(self._written, structure)"
                     ),
                     seconds=0.4,
                 ),
