@@ -255,12 +255,14 @@ class MessageActor:
         service._alarm_clock.set_alarm(self._idle_at, self)
         self._post(EventType.UPDATED, state, must_deliver=terminal)
 
-    def _post(self, type: EventType, state: Message, *, must_deliver: bool) -> None:
-        """Publish an event now if nothing of this message is still waiting, else queue it."""
+    def _post(self, type: EventType, payload: Message, *, must_deliver: bool) -> None:
+        """Publish an event now if nothing of this message is still waiting, else queue it.
+
+        ``payload`` is the subscribers' own: callers pass a fresh ``latest``.
+        """
         broker = self._service.broker
         if not broker.subscriber_count:
-            return  # nobody listens: skip the copy too
-        payload = state.clone()
+            return  # nobody listens
         if not self._outbox:
             if not must_deliver:
                 broker.publish(type, payload)

@@ -275,17 +275,14 @@ class Message:
 
     def clone(self) -> Message:
         """A copy whose parts list is independent (parts themselves are immutable)."""
-        # Runs on every update: copying __dict__ skips the validating __setattr__
-        # (every field was validated already) and costs a quarter of evolve().
-        state = self.__dict__.copy()
-        state["parts"] = list(self.parts)
-        new = object.__new__(Message)
-        _set(new, "__dict__", state)
-        return new
+        return self.with_parts(list(self.parts))
 
     def with_parts(self, parts: list[Part]) -> Message:
         """A copy of this message's other fields with ``parts`` (taken as they are:
         the caller hands over a list nothing else will mutate)."""
+        # On the service's write path: copying __dict__ skips the validating
+        # __setattr__ (every field was validated already) and costs a quarter of
+        # evolve().
         state = self.__dict__.copy()
         state["parts"] = parts
         new = object.__new__(Message)
