@@ -148,7 +148,7 @@ async def _run(
             while True:
                 peaks["rss"] = max(peaks["rss"], rss_mb())
                 if service is not None:
-                    peaks["actors"] = max(peaks["actors"], service.statistics().actors_alive)
+                    peaks["actors"] = max(peaks["actors"], service.statistics().live_actors)
                 await trio.sleep(0.05)
 
         helpers.start_soon(monitor)
@@ -196,7 +196,7 @@ async def _run(
         if service is not None:
             st_after = service.statistics()
             out["actors_alive_peak"] = peaks["actors"]
-            out["actors_alive_after"] = st_after.actors_alive
+            out["actors_alive_after"] = st_after.live_actors
             out["service_writes"] = st_after.writes
             out["drops"] = st_after.drops
             out["must_deliver_drops"] = st_after.must_deliver_drops

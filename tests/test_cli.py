@@ -17,8 +17,8 @@ import pytest
 from every_part import CHILD, PARENT, Sample, every_part, make_sample_db
 
 from msgstore import Role, ToolCall, ToolResult, connect
-from msgstore._cli import build_parser, main
-from msgstore._render import Output
+from msgstore.cli._main import build_parser, main
+from msgstore.cli._render import Output
 
 
 def msgstore(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -266,7 +266,7 @@ def test_jsonl_export_import_export_round_trips_every_part_type(
     assert normalised(again) == records  # same ids: the fresh file had none of them
 
     with connect(fresh, read_only=True) as db:
-        every = db.get_message(sample.every_id)
+        every = db.stored_message(sample.every_id)
         assert every.parts == every_part()  # bytes, signatures, responses_data, ids
         assert every.role is Role.ASSISTANT and every.provider == "prov-y"
         assert db.get_session(CHILD).parent_session_id == PARENT
@@ -284,7 +284,7 @@ def test_jsonl_export_import_export_round_trips_every_part_type(
         assert db.get_session(renamed[CHILD]).parent_session_id == renamed[PARENT]
         summary = db.get_session(renamed[PARENT]).summary_message_id
         assert summary is not None and summary != sample.unfinished_id
-        assert db.get_message(summary).content().text == "still going"
+        assert db.stored_message(summary).content().text == "still going"
     third = msgstore("export", "--db", fresh, renamed[PARENT], renamed[CHILD]).stdout
     assert normalised(third, drop_ids=True) == normalised(first, drop_ids=True)
 
@@ -352,7 +352,7 @@ def test_demo_streams_conversations_into_a_database_show_can_open(tmp_path: Path
         for session in sessions:
             assert session.title in out
             assert session.completion_tokens > 0 and session.cost > 0
-            messages = db.list_messages(session.id)
+            messages = db.stored_messages(session.id)
             assert messages[0].role is Role.USER and messages[0].content().text
             assert messages[-1].role is Role.ASSISTANT
             assert messages[-1].finish_reason() == "end_turn"

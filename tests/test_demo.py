@@ -12,8 +12,8 @@ import trio.testing
 from rich.console import Console
 
 from msgstore import Role, connect
-from msgstore._demo import DemoOptions, run_demo
-from msgstore._demo_view import LiveView, PlainView, pick_view
+from msgstore.cli._demo import DemoOptions, run_demo
+from msgstore.cli._demo_view import LiveView, PlainView, pick_view
 
 
 class FakeTerminal(io.StringIO):
@@ -32,7 +32,7 @@ async def test_default_demo_takes_about_ten_seconds_and_live_view_shows_it(
     assert result.tokens == sum(c.tokens for c in result.conversations) > 500
     stats = result.stats
     assert stats.writes < stats.updates and result.coalescing > 1.5
-    assert stats.buffered_messages == 0 and stats.drops == stats.must_deliver_drops == 0
+    assert stats.buffered == 0 and stats.drops == stats.must_deliver_drops == 0
     assert result.events >= stats.writes + result.rows_created
     text = out.getvalue()
     for c in result.conversations:
@@ -67,7 +67,7 @@ async def test_plain_view_prints_prompts_finishes_tool_results_and_counters(
     ]
     first = result.conversations[0]
     with connect(result.db_path, read_only=True) as db:
-        messages = db.list_messages(first.session_id)
+        messages = db.stored_messages(first.session_id)
     prompt = messages[0].content().text
     assert any(line.endswith(f"#1 {first.title} · user: {prompt}") for line in lines)
     call = next(c for m in messages for c in m.tool_calls())

@@ -11,7 +11,7 @@ import pytest
 from every_part import PARENT, Sample, make_sample_db
 
 from msgstore import MsgstoreError, connect
-from msgstore._export import (
+from msgstore.cli._export import (
     ExportFormatError,
     _fence,
     export_jsonl,

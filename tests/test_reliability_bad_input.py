@@ -233,7 +233,7 @@ async def test_a_corrupt_row_raises_corrupt_record_and_the_other_rows_still_work
         # crush's list fails as a whole on a bad row; the error names it.
         with pytest.raises(CorruptRecord, match=bad.id):
             await svc.list("s1")
-    assert db.get_message(good.id).parts == good.parts
+    assert db.stored_message(good.id).parts == good.parts
 
 
 # -- paths that are not databases ---------------------------------------------------------
@@ -304,7 +304,7 @@ def test_a_truncated_file_is_refused_or_reads_whole_and_is_never_overwritten(
     else:
         # Only a cut inside the last page's unused tail may open; then nothing is lost.
         with db:
-            assert {m.id: m for m in db.list_messages("s1")} == rows
+            assert {m.id: m for m in db.stored_messages("s1")} == rows
     assert _digest(path) == before
 
 
@@ -321,7 +321,7 @@ async def test_an_id_with_no_row(autojump_clock: trio.testing.MockClock, db: Dat
         with pytest.raises(MessageNotFound):
             await svc.delete("no-such-id")
         await svc.flush("no-such-id")  # nothing pending: a no-op
-        assert svc.statistics().actors_alive == 0
+        assert svc.statistics().live_actors == 0
 
 
 async def test_update_after_delete_is_refused_and_never_recreates_the_row(
@@ -342,7 +342,7 @@ async def test_update_after_delete_is_refused_and_never_recreates_the_row(
             await svc.delete(msg.id)
         await trio.sleep(5)
     with pytest.raises(MessageNotFound):
-        db.get_message(msg.id)
+        db.stored_message(msg.id)
 
 
 async def test_calls_after_the_service_closed(
@@ -382,7 +382,7 @@ async def test_a_10_mb_text_part_and_a_50_mb_binary_part_are_written_and_read_ba
         msg.add_finish("end_turn")
         await svc.update(msg)  # terminal: written before it returns
     with msgstore.connect(db_path, read_only=True) as other:
-        stored = other.get_message(msg.id)
+        stored = other.stored_message(msg.id)
     assert stored.content().text == text
     assert stored.binary_content()[0].data == blob
 
@@ -410,7 +410,7 @@ async def test_a_state_over_the_sqlite_length_limit_is_a_clear_error_and_others_
         # A smaller state of the big message is written in its place.
         big.parts = [TextContent("shorter"), big.parts[-1]]
         await svc.update(big)
-    assert db.get_message(big.id).parts == big.parts
+    assert db.stored_message(big.id).parts == big.parts
 
 
 def test_reasoning_responses_data_must_hold_json_only() -> None:

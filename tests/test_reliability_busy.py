@@ -120,7 +120,7 @@ async def test_create_waits_for_the_lock(
         start = trio.current_time()
         msg = await svc.create("s1", "user")
         assert trio.current_time() - start >= 1.0
-        assert db.get_message(msg.id) == msg
+        assert db.stored_message(msg.id) == msg
 
 
 async def test_delete_waits_for_the_lock(
@@ -134,7 +134,7 @@ async def test_delete_waits_for_the_lock(
         await svc.delete(msg.id)
         assert trio.current_time() - start >= 1.0
         with pytest.raises(MessageNotFound):
-            db.get_message(msg.id)
+            db.stored_message(msg.id)
 
 
 async def test_final_flush_waits_for_the_lock_within_the_shutdown_timeout(

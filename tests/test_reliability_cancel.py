@@ -203,7 +203,7 @@ def test_keyboard_interrupt_in_an_actor_propagates_and_buffered_state_is_written
         assert integrity(con) == "ok"
         # Every buffered state, the interrupted message's included, was written on the
         # way out: the interrupt came before its write reached SQLite.
-        assert [db.get_message(m.id).parts for m in accepted] == [m.parts for m in accepted]
+        assert [db.stored_message(m.id).parts for m in accepted] == [m.parts for m in accepted]
 
 
 def test_keyboard_interrupt_in_the_final_flush_propagates_and_the_others_are_written(
@@ -213,7 +213,7 @@ def test_keyboard_interrupt_in_the_final_flush_propagates_and_the_others_are_wri
     assert raised
     with msgstore.connect(db_path) as db, open_plain(db_path) as con:
         assert integrity(con) == "ok"
-        stored = [db.get_message(m.id) for m in accepted]
+        stored = [db.stored_message(m.id) for m in accepted]
     # The interrupted write left its message as it was (all or nothing) ...
     interrupted = [s for s, m in zip(stored, accepted, strict=True) if s.parts != m.parts]
     assert len(interrupted) <= 1
@@ -235,7 +235,7 @@ async def test_delete_cancelled_midway_never_leaves_state_written_back(
                 await svc.delete(msg.id)
         # Whether or not the delete happened, the pending state is not written over it.
         try:
-            stored = db.get_message(msg.id)
+            stored = db.stored_message(msg.id)
         except MessageNotFound:
             return
         assert stored.parts in ([], msg.parts)

@@ -210,7 +210,7 @@ async def test_a_failing_message_does_not_stop_the_others(
             # The others streamed to their end and are on disk, finish parts included.
             assert not result.lost
             assert all(result.stored[t.id] == len(t.states) - 1 for t in tracks[1:])
-            assert svc.statistics().failed_writes > 0
+            assert svc.statistics().write_errors > 0
             broken.clear()
             await trio.sleep(_RETRY_SETTLE)
             with open_plain(db_path) as con:
@@ -259,13 +259,19 @@ async def test_a_message_that_cannot_be_written_does_not_stop_the_final_flush(
             return real_write(id, parts_json, finished_at)
 
         db.write_parts = write_parts  # type: ignore[method-assign]
-        async with open_message_service(db, debounce=3600) as svc:
-            messages = [await svc.create("s1", "assistant") for _ in range(3)]
-            broken.add(messages[0].id)
-            for n, msg in enumerate(messages):
-                msg.append_content(f"buffered {n}")
-                await svc.update(msg)
+        with pytest.raises(msgstore.UnwrittenMessages) as raised:
+            async with open_message_service(db, debounce=3600) as svc:
+                messages = [await svc.create("s1", "assistant") for _ in range(3)]
+                broken.add(messages[0].id)
+                for n, msg in enumerate(messages):
+                    msg.append_content(f"buffered {n}")
+                    await svc.update(msg)
+        # Leaving the block says which message was left unwritten, and why.
+        assert list(raised.value.failures) == [messages[0].id]
+        assert "disk on fire" in str(raised.value)
         # The first message's state could never be written; the final flush still wrote
         # the others before its time ran out.
-        assert db.get_message(messages[0].id).parts == []
-        assert [db.get_message(m.id).parts for m in messages[1:]] == [m.parts for m in messages[1:]]
+        assert db.stored_message(messages[0].id).parts == []
+        assert [db.stored_message(m.id).parts for m in messages[1:]] == [
+            m.parts for m in messages[1:]
+        ]

@@ -143,7 +143,7 @@ def test_partly_migrated_file_gets_the_remaining_versions(db_path: Path) -> None
     with connect(db_path) as db:
         assert db.get_session("s").title == "old"
         message = db.insert_message(session_id="s", role="user", provider="p")
-        assert db.get_message(message.id).provider == "p"
+        assert db.stored_message(message.id).provider == "p"
     got = rows(db_path, "SELECT version_id FROM goose_db_version ORDER BY id")
     assert [v for (v,) in got] == CRUSH_VERSIONS
 
@@ -168,8 +168,8 @@ def test_file_with_newer_version_opens_for_messages_and_logs_warning(
     _add_newer_version(crush_fixture)
     with caplog.at_level(logging.WARNING, logger="msgstore"), connect(crush_fixture) as db:
         message = db.insert_message(session_id="fixture-session", role="user")
-        assert db.get_message(message.id) == message
-        assert len(db.list_messages("fixture-session")) == 10
+        assert db.stored_message(message.id) == message
+        assert len(db.stored_messages("fixture-session")) == 10
     [record] = [r for r in caplog.records if r.name == "msgstore"]
     assert record.levelno == logging.WARNING
     assert "20990101000000" in record.getMessage()
@@ -199,7 +199,7 @@ def test_known_file_logs_no_warning(crush_fixture: Path, caplog: pytest.LogCaptu
 def test_read_only_leaves_crush_file_bytes_and_mtime_unchanged(crush_fixture: Path) -> None:
     before = snapshot(crush_fixture)
     with connect(crush_fixture, read_only=True) as db:
-        assert len(db.list_messages("fixture-session")) == 9
+        assert len(db.stored_messages("fixture-session")) == 9
         assert db.connection.pragma("busy_timeout") == 30000
         assert db.connection.pragma("foreign_keys") == 1
     assert snapshot(crush_fixture) == before

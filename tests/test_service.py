@@ -162,7 +162,7 @@ async def test_deltas_alone_are_not_terminal(
             msg.append_tool_call_input("t1", '{"a"')
         await svc.update(msg)
         assert row_now(db_path, msg.id).parts == written
-        assert svc.statistics().buffered_messages == 1
+        assert svc.statistics().buffered == 1
 
 
 async def test_zero_debounce_writes_every_update_before_it_returns(
@@ -242,7 +242,7 @@ async def test_flush_all_writes_every_message(
             msg.append_content(f"m{i}")
             await svc.update(msg)
         await svc.flush_all()
-        assert svc.statistics().buffered_messages == 0
+        assert svc.statistics().buffered == 0
         for i, msg in enumerate(messages):
             assert row_now(db_path, msg.id).content().text == f"m{i}"
 
@@ -491,9 +491,9 @@ async def test_idle_actors_retire_and_come_back_on_the_next_update(
         msg = await svc.create(session_id, Role.ASSISTANT)
         msg.append_content("a")
         await svc.update(msg)
-        assert svc.statistics().actors_alive == 1
+        assert svc.statistics().live_actors == 1
         await trio.sleep(2)
-        assert svc.statistics().actors_alive == 0
+        assert svc.statistics().live_actors == 0
         msg.append_content("b")
         await svc.update(msg)
         await svc.flush(msg.id)
@@ -590,7 +590,7 @@ async def test_a_failing_row_in_a_shared_window_does_not_stop_the_others(
         await trio.sleep(0.05)
         assert row_now(db_path, messages[0].id).content().text == "text 0"
         assert row_now(db_path, messages[2].id).content().text == "text 2"
-        assert svc.statistics().buffered_messages == 0
+        assert svc.statistics().buffered == 0
         with pytest.raises(MessageNotFound):
             await svc.get(messages[1].id)
 

@@ -116,7 +116,7 @@ def test_insert_message_returns_the_stored_row(db: Database, session: Session) -
         provider="anthropic",
         is_summary_message=True,
     )
-    assert message == db.get_message(message.id)
+    assert message == db.stored_message(message.id)
     assert message.parts == EVERY_PART
     assert (message.session_id, message.role, message.model, message.provider) == (
         "s1",
@@ -142,7 +142,7 @@ def test_insert_message_stores_empty_model_and_null_provider(
 
 def test_insert_message_does_not_add_a_finish_part(db: Database, session: Session) -> None:
     message = db.insert_message(session_id="s1", role="user", parts=[TextContent("hi")])
-    assert db.get_message(message.id).parts == [TextContent("hi")]
+    assert db.stored_message(message.id).parts == [TextContent("hi")]
 
 
 def test_insert_message_takes_an_id(db: Database, session: Session) -> None:
@@ -180,7 +180,7 @@ def test_write_parts_stores_json_and_finished_at(db: Database, session: Session)
     message = db.insert_message(session_id="s1", role="assistant")
     parts: list[Part] = [TextContent("done"), Finish(reason="end_turn", time=42)]
     assert db.write_parts(message.id, encode_parts(parts), 42) is True
-    assert db.get_message(message.id).parts == parts
+    assert db.stored_message(message.id).parts == parts
     assert column(db, "SELECT finished_at FROM messages") == 42
 
 
@@ -195,7 +195,7 @@ def test_write_parts_survives_reopening(db_path: Path) -> None:
         message = db.insert_message(session_id="s1", role="assistant")
         db.write_parts(message.id, encode_parts([TextContent("kept")]), None)
     with connect(db_path, read_only=True) as db:
-        assert db.get_message(message.id).parts == [TextContent("kept")]
+        assert db.stored_message(message.id).parts == [TextContent("kept")]
 
 
 def test_update_message_sets_finished_at_from_first_finish_part(
@@ -208,7 +208,7 @@ def test_update_message_sets_finished_at_from_first_finish_part(
     assert column(db, "SELECT finished_at FROM messages") == 0
     db.update_message(message.id, [TextContent("streaming again")])
     assert column(db, "SELECT finished_at FROM messages") is None
-    assert db.get_message(message.id).parts == [TextContent("streaming again")]
+    assert db.stored_message(message.id).parts == [TextContent("streaming again")]
 
 
 def test_update_unknown_message_raises_message_not_found(db: Database) -> None:
@@ -223,7 +223,7 @@ def test_update_trigger_sets_updated_at_to_now(db: Database, session: Session) -
     )
     before = int(time.time())
     assert db.write_parts("old", "[]", None)
-    message = db.get_message("old")
+    message = db.stored_message("old")
     assert message.created_at == 1
     assert before <= message.updated_at <= int(time.time())
 
@@ -260,7 +260,7 @@ def test_delete_message_removes_the_row(db: Database, session: Session) -> None:
     message = db.insert_message(session_id="s1", role="user")
     db.delete_message(message.id)
     with pytest.raises(MessageNotFound):
-        db.get_message(message.id)
+        db.stored_message(message.id)
     with pytest.raises(MessageNotFound):
         db.delete_message(message.id)
 
@@ -295,13 +295,13 @@ def conversation(db: Database, session: Session) -> list[Message]:
     ]
     db.insert_message(session_id="s2", role="user", id="elsewhere")
     same_created_at(db)
-    return [db.get_message(m.id) for m in made]
+    return [db.stored_message(m.id) for m in made]
 
 
 def test_equal_created_at_lists_ascending_by_insertion(
     db: Database, conversation: list[Message]
 ) -> None:
-    assert db.list_messages("s1") == conversation
+    assert db.stored_messages("s1") == conversation
     assert db.message_ids("s1") == ids(conversation)
 
 
@@ -310,7 +310,7 @@ def test_created_at_orders_before_insertion(db: Database, conversation: list[Mes
         "UPDATE messages SET created_at = 999 WHERE id = ?", (conversation[3].id,)
     )
     expected = [conversation[3], *conversation[:3], *conversation[4:]]
-    assert ids(db.list_messages("s1")) == ids(expected)
+    assert ids(db.stored_messages("s1")) == ids(expected)
     assert db.message_ids("s1") == ids(expected)
 
 
@@ -318,38 +318,38 @@ def test_user_messages_are_newest_first_ties_by_later_insertion(
     db: Database, conversation: list[Message]
 ) -> None:
     u1, _, u2, *_ = conversation
-    assert ids(db.list_user_messages("s1")) == [u2.id, u1.id]
-    assert ids(db.list_all_user_messages()) == ["elsewhere", u2.id, u1.id]
+    assert ids(db.stored_user_messages("s1")) == [u2.id, u1.id]
+    assert ids(db.stored_all_user_messages()) == ["elsewhere", u2.id, u1.id]
     db.connection.execute("UPDATE messages SET created_at = 2000 WHERE id = ?", (u1.id,))
-    assert ids(db.list_user_messages("s1")) == [u1.id, u2.id]
-    assert ids(db.list_all_user_messages()) == [u1.id, "elsewhere", u2.id]
+    assert ids(db.stored_user_messages("s1")) == [u1.id, u2.id]
+    assert ids(db.stored_all_user_messages()) == [u1.id, "elsewhere", u2.id]
 
 
 def test_last_assistant_message_is_newest_non_summary(
     db: Database, conversation: list[Message]
 ) -> None:
     _, a1, _, a2, _summary, _ = conversation
-    assert db.get_last_assistant_message("s1") == a2
+    assert db.stored_last_assistant_message("s1") == a2
     db.connection.execute("UPDATE messages SET created_at = 2000 WHERE id = ?", (a1.id,))
-    assert db.get_last_assistant_message("s1") == db.get_message(a1.id)
+    assert db.stored_last_assistant_message("s1") == db.stored_message(a1.id)
 
 
 def test_last_assistant_message_is_none_without_one(db: Database, session: Session) -> None:
     db.insert_message(session_id="s1", role="user")
     db.insert_message(session_id="s1", role="assistant", is_summary_message=True)
-    assert db.get_last_assistant_message("s1") is None
-    assert db.get_last_assistant_message("ghost") is None
+    assert db.stored_last_assistant_message("s1") is None
+    assert db.stored_last_assistant_message("ghost") is None
 
 
 def test_lists_of_unknown_session_are_empty(db: Database) -> None:
-    assert db.list_messages("ghost") == []
-    assert db.list_user_messages("ghost") == []
+    assert db.stored_messages("ghost") == []
+    assert db.stored_user_messages("ghost") == []
     assert db.message_ids("ghost") == []
 
 
 def test_get_unknown_message_raises_message_not_found(db: Database) -> None:
     with pytest.raises(MessageNotFound, match="ghost"):
-        db.get_message("ghost")
+        db.stored_message("ghost")
 
 
 # -- corrupt rows ---------------------------------------------------------------------------------
@@ -370,13 +370,13 @@ def test_corrupt_row_raises_corrupt_record_naming_it_and_others_still_read(
     bad = conversation[2]
     db.connection.execute(f"UPDATE messages SET {column_sql} = ? WHERE id = ?", (value, bad.id))
     with pytest.raises(CorruptRecord) as info:
-        db.get_message(bad.id)
+        db.stored_message(bad.id)
     assert info.value.message_id == bad.id
     assert bad.id in str(info.value)
     with pytest.raises(CorruptRecord, match=bad.id):
-        db.list_messages("s1")
+        db.stored_messages("s1")
     for good in conversation[:2] + conversation[3:]:
-        assert db.get_message(good.id) == good
+        assert db.stored_message(good.id) == good
     assert bad.id in db.message_ids("s1")
 
 
@@ -395,7 +395,7 @@ def test_write_while_another_connection_writes_raises_database_busy(
             db.write_parts(message.id, "[]", None)
         assert isinstance(info.value.__cause__, apsw.BusyError)
         # Reads still work under WAL while the other connection holds the write lock.
-        assert db.get_message(message.id) == message
+        assert db.stored_message(message.id) == message
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -445,11 +445,11 @@ def test_every_fixture_message_reads_back_as_crush_dumped_it(
     crush_fixture: Path, crush_dump: list[dict[str, Any]], read_only: bool
 ) -> None:
     with connect(crush_fixture, read_only=read_only) as db:
-        listed = db.list_messages("fixture-session")
+        listed = db.stored_messages("fixture-session")
         # All fixture rows share one created_at: the dump's order is insertion order.
         assert ids(listed) == [entry["id"] for entry in crush_dump]
         for entry, message in zip(crush_dump, listed, strict=True):
-            assert message == db.get_message(entry["id"])
+            assert message == db.stored_message(entry["id"])
             assert message.session_id == entry["session_id"]
             assert message.role == Role(entry["role"])
             assert message.model == (entry["model"] or "")
@@ -468,10 +468,10 @@ def test_fixture_queries_follow_crush_semantics(crush_fixture: Path) -> None:
     with connect(crush_fixture, read_only=True) as db:
         [only] = db.list_sessions()
         assert (only.id, only.message_count) == ("fixture-session", 9)
-        assert ids(db.list_user_messages("fixture-session")) == [
+        assert ids(db.stored_user_messages("fixture-session")) == [
             "4bb38cdd-bd2a-4510-99db-20e314df9500"
         ]
-        last = db.get_last_assistant_message("fixture-session")
+        last = db.stored_last_assistant_message("fixture-session")
         assert last is not None
         assert last.id == "72ed4742-bf8c-4f5b-bfa8-b572fde9892c"
 
@@ -483,4 +483,4 @@ def test_fixture_takes_new_messages_and_counts_them(crush_fixture: Path) -> None
         )
         db.update_message(message.id, EVERY_PART)
         assert db.get_session("fixture-session").message_count == 10
-        assert db.list_messages("fixture-session")[-1] == db.get_message(message.id)
+        assert db.stored_messages("fixture-session")[-1] == db.stored_message(message.id)

@@ -17,6 +17,7 @@ from ._content import (
     ToolResult,
 )
 from ._errors import (
+    ActorFailed,
     CorruptRecord,
     DatabaseBusy,
     DatabaseError,
@@ -28,16 +29,16 @@ from ._errors import (
     ServiceClosed,
     SessionNotFound,
     StorageError,
+    UnwrittenMessages,
 )
-from ._service import (
-    MessageService,
-    ServiceStatistics,
-    open_message_service,
-    run_message_service,
-)
+from ._service import MessageService, open_message_service, run_message_service
+from ._sessions import SessionService
+from ._statistics import ServiceStatistics
 from ._storage import Database, Session, connect
+from ._supervisor import RestartPolicy
 
 __all__ = [
+    "ActorFailed",
     "BinaryContent",
     "Broker",
     "BrokerStatistics",
@@ -59,16 +60,19 @@ __all__ = [
     "NotFound",
     "Part",
     "ReasoningContent",
+    "RestartPolicy",
     "Role",
     "ServiceClosed",
     "ServiceStatistics",
     "Session",
     "SessionNotFound",
+    "SessionService",
     "ShellCommand",
     "StorageError",
     "TextContent",
     "ToolCall",
     "ToolResult",
+    "UnwrittenMessages",
     "connect",
     "decode_parts",
     "encode_parts",

@@ -1,25 +1,23 @@
-"""One Trio task per message id: it owns that message's buffer and does its writes.
+"""The actor: one Trio task per live message id, the only code that writes its row.
 
-The actor holds the newest accepted state, the structure of the last written state
-(the baseline for terminal detection) and the deadline of its window. Callers talk to
-it in two ways:
+Who writes a message, and when? Its actor, in its own task, always:
 
-* ``accept()`` puts a new state in its one-slot mailbox. The slot is conflated: an
-  intermediate state that a newer one replaces before the deadline is never written,
-  which is the whole point of the window. Arming the window sets an alarm on the
-  service's alarm clock (``_timer.py``), so a token costs no task switch.
-* A terminal change (or ``flush``) is written by the caller, synchronously, through
-  the actor's own ``commit()``: "durable" then costs one SQLite write and no trip
-  through Trio's scheduler, which with thousands of streams waking together can take
-  tens of milliseconds. When that cannot be done at once (the actor has queued
-  requests, or another connection holds the lock) the caller queues a request instead.
-* Requests (write, delete) go into its mailbox, a queue it drains in order, and
-  the caller waits for the reply. (A Trio memory channel would do the same at 1.8 KB
-  per actor; with tens of thousands of live streams that is most of the memory.)
+* the INSERT of ``create`` (its first letter),
+* a window's write, when the alarm clock sends it the window's ``StateBox`` at the
+  deadline,
+* a terminal write, when a caller's request finds the state terminal against the last
+  state the actor wrote (``_structure.is_terminal``),
+* a flush (``flush``, ``flush_all``, ``debounce <= 0``), the DELETE of ``delete``,
+* a retry after a failed write (its own ``TICK``, on a backoff),
+* its last words: when the service ends (or is cancelled) the actor writes what it
+  still holds, shielded, before its task ends.
 
-Every write puts its event in the actor's outbox, which the actor task publishes in
-order (waiting, for must-deliver events, for room in a full subscriber), so the events
-of one message are in order whoever wrote them.
+Callers reach it only through its ``Mailbox`` (``_mailbox.py``): letters on a Trio
+memory channel. The actor owns the buffer (the newest state it has opened, the
+structure of the last state it wrote, the window's deadline) and nothing else touches
+it. Each write publishes its event on the broker without waiting (``Broker.post``), so
+events never delay a write. The actor's task runs under ``supervise``
+(``_supervisor.py``): an unexpected error restarts it with the buffer intact.
 
 SQLite calls run inline on the Trio thread (see STYLE: threads add latency here, and
 the autojump clock would fire deadlines around them early).
@@ -27,476 +25,486 @@ the autojump clock would fire deadlines around them early).
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from typing import Any, Final, Protocol
 
+import attrs
 import trio
 
-from ._broker import EventType, PendingDelivery
+from ._alarm_clock import AlarmClock
+from ._broker import Broker, EventType
+from ._busy import wait_out_busy
 from ._content import Message, Part
-from ._errors import DatabaseBusy, MessageNotFound, ServiceClosed
-from ._terminal import Structure, is_terminal, same_structure, structure_of
-
-if TYPE_CHECKING:
-    from ._service import MessageService
+from ._errors import ActorFailed, MessageNotFound, ServiceClosed, StorageError
+from ._mailbox import TICK, Letter, Mailbox, Request, RequestKind, StateBox
+from ._reply import Reply
+from ._statistics import Counters
+from ._structure import Structure, is_terminal, structure_of
+from ._supervisor import RestartPolicy, supervise
 
 logger = logging.getLogger("msgstore")
 
-# Waits between attempts while another connection holds the write lock, and after a
-# failed write. Both run on Trio's clock, so a test's mock clock drives them too.
-_BUSY_BACKOFF = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
-_RETRY_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
-
-T = TypeVar("T")
+# Waits after a failed write before the next try, on Trio's clock.
+RETRY_BACKOFF: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
-async def wait_out_busy(service: MessageService, write: Callable[[], T]) -> T:
-    """Run a one-statement ``write``, waiting on Trio time while another connection
-    holds the lock, up to ``busy_timeout`` (the service's connection does not wait)."""
-    started = trio.current_time()
-    attempt = 0
-    while True:
-        try:
-            return write()
-        except DatabaseBusy:
-            if trio.current_time() - started >= service.busy_timeout:
-                raise
-        service._busy_waits += 1
-        await trio.sleep(_BUSY_BACKOFF[min(attempt, len(_BUSY_BACKOFF) - 1)])
-        attempt += 1
+class MessageStore(Protocol):
+    """What an actor needs of storage: the whole boundary between the two.
+
+    ``Database`` implements it for SQLite; another backend implements these four and
+    the actor does not change. Each call is synchronous and short; while another
+    connection holds the lock it raises ``DatabaseBusy`` at once (the actor waits on
+    Trio time); any other failure is a ``StorageError``.
+    """
+
+    def insert_message(
+        self,
+        *,
+        session_id: str,
+        role: Any,
+        parts: list[Part],
+        model: str,
+        provider: str,
+        is_summary_message: bool,
+        id: str,
+    ) -> Message: ...
+
+    def update_message(self, id: str, parts: list[Part]) -> None:
+        """Store ``parts`` (and the finish time); ``MessageNotFound`` if no row."""
+
+    def delete_message(self, id: str) -> None:
+        """``MessageNotFound`` if no row."""
 
 
-class RequestKind(enum.Enum):
-    WRITE = "write"
-    DELETE = "delete"
+@attrs.define(eq=False)
+class ActorContext:
+    """What all the actors of one service share: their whole view of the service."""
+
+    store: MessageStore
+    broker: Broker
+    clock: AlarmClock
+    counters: Counters
+    debounce: float
+    idle_timeout: float
+    busy_timeout: float
+    shutdown_timeout: float
+    restart_policy: RestartPolicy
+    #: The service forgets a mailbox (its actor has ended).
+    forget: Callable[[Mailbox], None]
+    #: A KeyboardInterrupt (or the like) reached an actor: the service must end.
+    interrupt: Callable[[BaseException], None]
+    #: An actor was stopped, or could not write its last state: report at exit.
+    report: Callable[[str, BaseException, bool], None]
+    #: When the actors' last words must be done (set by the first that needs it).
+    stop_deadline: float = math.inf
+
+    def last_words_deadline(self) -> float:
+        if self.stop_deadline == math.inf:
+            self.stop_deadline = trio.current_time() + self.shutdown_timeout
+        return self.stop_deadline
 
 
-class Request:
-    """A caller waiting on the actor; ``error`` is what the caller will raise."""
+_EMPTY: Final = Structure(False, (), False)  # a message before its row exists
 
-    __slots__ = ("done", "error", "kind")
 
-    def __init__(self, kind: RequestKind) -> None:
-        self.kind = kind
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-
-    async def wait(self) -> None:
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-
-    def reply(self, error: BaseException | None = None) -> None:
-        self.error = error
-        self.done.set()
+class _Withdrawn(Exception):
+    """The caller gave up before the actor acted (raised inside a write attempt)."""
 
 
 class MessageActor:
-    """The owner of one message's buffered state. See the module docstring."""
+    """One message's owner; see the module docstring. Made by the service."""
 
-    # Slots: one of these lives per streaming message, so its size is the store's
-    # memory per stream.
+    # Slots: one of these lives per streaming message.
     __slots__ = (
-        "_base",
+        "_ctx",
         "_deadline",
+        "_dirty",
+        "_ended",
         "_failures",
-        "_finished",
         "_idle_at",
-        "_in_flight",
-        "_latest_structure",
-        "_mailbox",
-        "_outbox",
-        "_parked",
+        "_in_hand",
         "_parts",
-        "_service",
-        "_task",
+        "_receive",
+        "_structure",
         "_written",
-        "deleted",
-        "dirty",
-        "id",
+        "mailbox",
     )
 
-    def __init__(self, service: MessageService, state: Message) -> None:
-        self.id = state.id
-        self._service = service
-        # The newest accepted state is ``_base``'s other fields (the row's, or the
-        # first update's: update() writes only parts) with the newest accepted parts.
-        # Neither is ever mutated: update() hands over a private list.
-        self._base = state
-        self._parts = state.parts
-        self._latest_structure = structure_of(state)
-        # ``state`` is what the database holds now: it is the first baseline.
-        self._written: Structure | None = self._latest_structure
-        self.dirty = False
-        self.deleted = False
-        self._deadline = math.inf  # when the pending state must be written
-        self._idle_at = trio.current_time() + service.idle_timeout
-        self._failures = 0
-        self._task: trio.lowlevel.Task | None = None
-        self._parked = False  # waiting in _park(); _wake() reschedules it
-        self._in_flight: Request | None = None  # the request being handled
-        # Requests wait here in order. Made on the first request: most actors only
-        # ever see tokens, and a Trio memory channel pair costs 1.8 KB per actor,
-        # a third of the memory budget of an actor (see benchmarks/RESULTS.md).
-        self._mailbox: deque[Request] | None = None
-        # Events written but not yet handed to every subscriber, oldest first.
-        self._outbox: deque[_Outgoing] | None = None
-        self._finished = False
+    def __init__(
+        self,
+        ctx: ActorContext,
+        mailbox: Mailbox,
+        receive: trio.MemoryReceiveChannel[Letter],
+        stored: Message | None,
+    ) -> None:
+        self._ctx = ctx
+        self.mailbox = mailbox
+        self._receive = receive
+        # The buffer. ``stored`` is the row as the file holds it (None before create):
+        # its structure is the baseline for terminal changes.
+        self._parts: list[Part] = [] if stored is None else stored.parts
+        self._structure = _EMPTY if stored is None else structure_of(stored)
+        self._written: Structure | None = None if stored is None else self._structure
+        self._dirty = False
+        self._deadline = math.inf  # the open window's end
+        self._failures = 0  # failed writes in a row (for the backoff)
+        self._idle_at = trio.current_time() + ctx.idle_timeout
+        self._in_hand: Request | None = None  # kept across a restart
+        self._ended = False
 
-    # -- called by the service, from the caller's task ----------------------------
+    # -- the task ------------------------------------------------------------------------
 
-    @property
-    def latest(self) -> Message:
-        """The newest accepted state, as a message of its own."""
-        return self._base.with_parts(list(self._parts))
-
-    def take_fields(self, message: Message) -> None:
-        """Keep ``message``'s other fields instead of the row's: reads then return what
-        the caller sent, and its strings are shared, not a second copy per stream."""
-        self._base = message.with_parts(self._parts)
-
-    def structure_for(self, parts: list[Part]) -> Structure:
-        """The structure of ``parts``, a new state of this message; raises InvalidPart.
-
-        Per token, ``same_structure`` only looks at the parts that changed.
-        """
-        if same_structure(self._parts, parts):
-            return self._latest_structure
-        return structure_of(self._base, parts)
-
-    def accept(self, parts: list[Part], structure: Structure) -> bool:
-        """Buffer ``parts`` (of that structure) as the newest; must they be written now?"""
-        self._parts = parts
-        self._latest_structure = structure
-        if not self.dirty:
-            # The window opens at the first unwritten update; later updates do not
-            # move it, so a steady stream is written every window, never starved.
-            self.dirty = True
-            self._service._dirty_count += 1
-            self._set_deadline(trio.current_time() + self._service.debounce)
-        return is_terminal(self._written, structure)
-
-    async def write_through(self) -> None:
-        """Return once the state accepted so far is written (terminal update, flush).
-
-        A cancel point before the write: Cancelled means this call wrote nothing (the
-        state stays buffered for its window). A write done here returns without a
-        schedule point, so "durable" costs the write and not a pass of the scheduler,
-        which is as long as every other task's work in it; the service's fairness
-        guard still yields when one task writes inline many times in a row.
-        """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        request = self.commit_or_queue()
-        if request is not None:
-            await request.wait()
-        elif self._service._owes_schedule_point():
-            await trio.lowlevel.cancel_shielded_checkpoint()
-
-    def commit_or_queue(self) -> Request | None:
-        """Write the pending state now if nothing is ahead of it, else queue a request.
-
-        Returns the request to wait on, or None when the state is written (or nothing
-        was pending). Raises the storage error of a write tried here.
-        """
-        if not self.dirty and not self.busy:
-            return None
-        if self.busy or self._finished:
-            return self.request(RequestKind.WRITE)  # keep the order of queued requests
+    async def serve(self) -> None:
+        """The actor's task: its supervised life, then its last words."""
+        ctx = self._ctx
         try:
-            self.commit()
-        except DatabaseBusy:
-            return self.request(RequestKind.WRITE)  # the actor waits it out on Trio time
-        except Exception as exc:
-            self._failed(exc)
+            await supervise(
+                self._live,
+                ctx.restart_policy,
+                restarted=self._restarted,
+                stopped=self._stopped,
+                interrupted=ctx.interrupt,
+            )
+        except trio.Cancelled:
+            # The service is ending (or was cancelled): write what is still here.
+            await self._last_words()
             raise
-        return None
 
-    def request(self, kind: RequestKind) -> Request:
-        """Queue a request; the actor handles requests in order, between its writes."""
-        request = Request(kind)
-        if self._finished:
-            # The task has ended (the service is closing): nothing will handle it.
-            request.reply(ServiceClosed("the message service has closed"))
-            return request
-        if self._mailbox is None:
-            self._mailbox = deque()
-        self._mailbox.append(request)
-        self._wake()
-        return request
+    async def _live(self) -> None:
+        """One life: handle letters until retired. A restart resumes where it failed."""
+        receive = self._receive
+        in_hand = self._in_hand
+        if in_hand is not None:
+            await self._handle(in_hand)
+        await self._due()
+        while not self._ended:
+            letter = await receive.receive()
+            while True:
+                await self._handle(letter)
+                if self._ended:
+                    return
+                try:
+                    letter = receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            await self._due()
 
-    @property
-    def busy(self) -> bool:
-        """Whether the actor has queued requests (a flush must wait for them)."""
-        return bool(self._mailbox)
-
-    def commit(self) -> None:
-        """Write the pending state now, synchronously, and queue its event.
-
-        Raises the storage error with the state still buffered. All or nothing: there
-        is no await inside, so no other update can slip in between.
-        """
-        if not self.dirty or self.deleted:
+    async def _handle(self, letter: Letter) -> None:
+        if letter is TICK:
+            return  # _due() runs after every batch of letters
+        if type(letter) is StateBox:
+            self._open(letter)  # sent at its window's deadline: _due() writes it
             return
-        state = self.latest
-        structure = self._latest_structure
-        service = self._service
-        terminal = is_terminal(self._written, structure)
-        service._write_state(state)
-        self._written = structure
-        self._failures = 0
-        self.dirty = False
-        service._dirty_count -= 1
-        self._deadline = math.inf
-        self._idle_at = trio.current_time() + service.idle_timeout
-        service._alarm_clock.set_alarm(self._idle_at, self)
-        self._post(EventType.UPDATED, state, must_deliver=terminal)
-
-    def _post(self, type: EventType, payload: Message, *, must_deliver: bool) -> None:
-        """Publish an event now if nothing of this message is still waiting, else queue it.
-
-        ``payload`` is the subscribers' own: callers pass a fresh ``latest``.
-        """
-        broker = self._service.broker
-        if not broker.subscriber_count:
-            return  # nobody listens
-        if not self._outbox:
-            if not must_deliver:
-                broker.publish(type, payload)
-                return
-            pending = broker.offer_must_deliver(type, payload)
-            if pending is None:
-                return
-            outgoing: _Outgoing = pending
+        assert isinstance(letter, Request)
+        self._in_hand = letter
+        if letter.box is not None:
+            self._open(letter.box)
+        kind = letter.kind
+        if kind is RequestKind.WRITE_IF_TERMINAL:
+            if is_terminal(self._written, self._structure):
+                await self._write(letter.reply)
+            else:
+                letter.reply.set(None)
+        elif kind is RequestKind.WRITE:
+            await self._write(letter.reply)
+        elif kind is RequestKind.DELETE:
+            await self._delete(letter.reply)
         else:
-            outgoing = (type, payload, must_deliver)
-        if self._outbox is None:
-            self._outbox = deque()
-        self._outbox.append(outgoing)
-        self._wake()
+            await self._create(letter.reply, letter.payload)
+        self._in_hand = None
 
-    def _wake(self) -> None:
-        if self._parked:
-            self._parked = False
-            assert self._task is not None
-            trio.lowlevel.reschedule(self._task)
-
-    def on_alarm(self) -> None:
-        """The alarm clock's call, from its task: do what is due.
-
-        A window's write with nothing else to do is done right here, in the clock's
-        task: waking the actor would cost a task switch per write (about 6 µs of CPU
-        against 0.4 µs, see benchmarks/RESULTS.md). Anything else (a held lock to wait
-        out, requests, events to deliver, retirement) wakes the actor. An actor that is
-        not parked checks its deadlines itself when it next loops.
-        """
-        if not self._parked:
+    async def _due(self) -> None:
+        """After each batch of letters: write a window that is due, retire when idle."""
+        if self._ended:
             return
         now = trio.current_time()
-        if now < self._wake_at():
+        if self._dirty:
+            if now >= self._deadline:
+                await self._write(None)
+            if self._dirty:
+                self.mailbox.wake_actor_at(self._deadline)
+                return
+        if now >= self._idle_at:
+            if (
+                not self.mailbox.has_unsent_state
+                and not self._receive.statistics().current_buffer_used
+            ):
+                self._end(None)  # idle: retire; the next update starts a new actor
+        else:
+            self.mailbox.wake_actor_at(self._idle_at)
+
+    # -- the buffer ----------------------------------------------------------------------
+
+    def _open(self, box: StateBox) -> None:
+        if box.opened:
             return
-        if self.dirty and not self._mailbox and not self._outbox:
-            try:
-                self.commit()
-            except DatabaseBusy:
-                pass  # the actor waits it out on Trio time
-            except Exception as exc:
-                self._failed(exc)  # retried at its new deadline, as the actor would
-                return
+        box.opened = True
+        self._parts = box.parts
+        self._structure = box.structure
+        if not self._dirty:
+            # The window opened with the box's first state; later states in the same
+            # box do not move it, so a steady stream is written every window.
+            self._dirty = True
+            self._deadline = box.deadline
+            self.mailbox.unwritten = True
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _commit(self, reply: Reply[Any] | None) -> None:
+        """Write the buffered state now (no checkpoint inside: all or nothing)."""
+        if reply is not None and reply.withdrawn:
+            raise _Withdrawn
+        if not self._dirty:
+            return
+        ctx = self._ctx
+        parts = self._parts
+        structure = self._structure
+        ctx.store.update_message(self.mailbox.id, parts)
+        terminal = is_terminal(self._written, structure)
+        self._written = structure
+        self._dirty = False
+        self._deadline = math.inf
+        self._failures = 0
+        self._idle_at = trio.current_time() + ctx.idle_timeout
+        mailbox = self.mailbox
+        mailbox.unwritten = mailbox.has_unsent_state
+        ctx.counters.writes += 1
+        broker = ctx.broker
+        if broker.subscriber_count:
+            # ``parts`` is the service's private list: shared with the subscribers.
+            payload = mailbox.base.with_parts(parts)
+            if terminal:
+                broker.post(EventType.UPDATED, payload)
             else:
-                return
-        self._wake()
+                broker.publish(EventType.UPDATED, payload)
 
-    async def _park(self) -> None:
-        """Wait for _wake(): a request, an event to publish, or a due alarm."""
-
-        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-            self._parked = False
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        self._parked = True
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    # -- the task --------------------------------------------------------------------
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._task = trio.lowlevel.current_task()
-        self._service._alarm_clock.set_alarm(self._idle_at, self)
-        task_status.started()
-        error: Exception | None = None
-        cancelled = False
+    async def _write(self, reply: Reply[Any] | None) -> None:
+        """Write (waiting out another connection's lock), then answer ``reply``."""
+        ctx = self._ctx
         try:
-            await self._loop()
-        except Exception as exc:
-            # A bug here must not take the service's nursery (and every other
-            # message) down with it: log, try to save the state, answer the waiters.
-            logger.exception("actor of message %s failed", self.id)
-            error = exc
-            try:
-                self.write_now()
-            except Exception:
-                logger.exception("could not save the state of message %s", self.id)
-        except BaseException:
-            # Cancelled, or KeyboardInterrupt raised in this task: either way the
-            # service is ending.
-            cancelled = True
-            raise
-        finally:
-            # The service is ending: stay findable, so that its final flush writes
-            # what is still buffered here.
-            if not (cancelled and self.dirty):
-                self._service._forget(self)
-            self._finished = True
-            self._answer_leftovers(error)
-
-    def _answer_leftovers(self, error: Exception | None) -> None:
-        """Answer requests still queued, so that no caller waits on a finished actor."""
-        request = self._in_flight
-        if request is not None and not request.done.is_set():
-            # Cut short (the service is ending): its caller may be in another nursery,
-            # which nothing else would wake.
-            request.reply(error or ServiceClosed("the message service has closed"))
-        while self._mailbox:
-            request = self._mailbox.popleft()
-            if self.deleted:
-                # Nothing is left to write; a second delete finds no row.
-                missing = MessageNotFound(f"message {self.id!r} was deleted")
-                request.reply(missing if request.kind is RequestKind.DELETE else None)
-            elif error is not None:
-                request.reply(error)
-            else:
-                request.reply(ServiceClosed("the message service has closed"))
-
-    async def _loop(self) -> None:
-        while True:
-            await self._drain_outbox()
-            request = self._next_request()
-            if request is None and not self._outbox and trio.current_time() < self._wake_at():
-                # Sleep until the window's deadline (or, clean, until retirement): the
-                # alarm clock, request() and _post() wake it.
-                await self._park()
-                request = self._next_request()
-            self._in_flight = request
-            if request is None:
-                if self.dirty:
-                    if trio.current_time() >= self._deadline:
-                        await self._write(None)
-                elif trio.current_time() >= self._idle_at and not self.busy and not self._outbox:
-                    return  # idle: retire; the next update starts a new actor
-            elif request.kind is RequestKind.DELETE:
-                await self._delete(request)
-            else:
-                await self._write(request)
-            if self.deleted:
-                await self._drain_outbox()  # ``deleted`` goes out last
-                return
-
-    def _next_request(self) -> Request | None:
-        mailbox = self._mailbox
-        return mailbox.popleft() if mailbox else None
-
-    def _wake_at(self) -> float:
-        return self._deadline if self.dirty else self._idle_at
-
-    def _set_deadline(self, deadline: float) -> None:
-        self._deadline = deadline
-        self._service._alarm_clock.set_alarm(deadline, self)
-
-    async def _drain_outbox(self) -> None:
-        """Publish queued events in order; a must-deliver one may wait for room."""
-        outbox = self._outbox
-        broker = self._service.broker
-        while outbox:
-            outgoing = outbox[0]
-            if isinstance(outgoing, PendingDelivery):
-                await broker.finish_delivery(outgoing)
-            else:
-                type, payload, must_deliver = outgoing
-                if not must_deliver:
-                    broker.publish(type, payload)
-                else:
-                    pending = broker.offer_must_deliver(type, payload)
-                    if pending is not None:
-                        await broker.finish_delivery(pending)
-            outbox.popleft()
-
-    # -- writing -----------------------------------------------------------------------
-
-    async def _write(self, request: Request | None) -> None:
-        """Write the pending state (if any) and answer ``request``.
-
-        While another connection holds the lock, wait on Trio time (the connection's
-        own busy handler would block the whole event loop), up to ``busy_timeout``.
-        """
-        error: Exception | None = None
-        try:
-            await wait_out_busy(self._service, self.commit)
-        except Exception as exc:
-            self._failed(exc)
-            error = exc
-        if request is not None:
-            request.reply(error)
-
-    def _failed(self, exc: Exception) -> None:
-        """Keep the state buffered and try again later, without any further call."""
-        if isinstance(exc, MessageNotFound):
+            await wait_out_busy(
+                lambda: self._commit(reply),
+                busy_timeout=ctx.busy_timeout,
+                on_wait=ctx.counters.busy_wait,
+            )
+        except _Withdrawn:
+            return  # the state stays buffered for its window
+        except MessageNotFound as error:
             # The row went away behind our back (another connection deleted it):
             # nothing can ever be written for this id again.
             logger.error("message %s no longer exists; dropping its buffered state", self.id)
-            self._drop()
+            if reply is not None:
+                reply.fail(error)
+            self._end(error)
             return
-        service = self._service
-        service._failed_writes += 1
-        delay = _RETRY_BACKOFF[min(self._failures, len(_RETRY_BACKOFF) - 1)]
+        except StorageError as error:
+            self._write_failed(error)
+            if reply is not None:
+                reply.fail(error)
+            return
+        if reply is not None:
+            reply.set(None)
+
+    def _write_failed(self, error: StorageError) -> None:
+        """Keep the state buffered and try again after a backoff, with no further call."""
+        ctx = self._ctx
+        ctx.counters.write_errors += 1
+        delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
         self._failures += 1
-        self._set_deadline(trio.current_time() + delay)
+        self._deadline = trio.current_time() + delay
+        self.mailbox.wake_actor_at(self._deadline)
         logger.warning(
             "write of message %s failed (%s); kept buffered, retrying in %.2f s",
             self.id,
-            exc,
+            error,
             delay,
         )
 
-    def write_now(self) -> None:
-        """Write the pending state synchronously (the final flush at shutdown).
+    # -- create and delete ---------------------------------------------------------------
 
-        Raises the storage error, leaving the state buffered. Events still queued are
-        offered once, without waiting: the subscriptions end right after.
-        """
-        self.commit()
-        outbox = self._outbox
-        while outbox:
-            outgoing = outbox.popleft()
-            if isinstance(outgoing, PendingDelivery):
-                continue  # the subscribers with room have it already
-            type, payload, _ = outgoing
-            self._service.broker.publish(type, payload)
+    async def _create(self, reply: Reply[Any], fields: dict[str, Any]) -> None:
+        ctx = self._ctx
 
-    # -- deleting ------------------------------------------------------------------------
+        def insert() -> Message:
+            if reply.withdrawn:
+                raise _Withdrawn
+            return ctx.store.insert_message(id=self.id, **fields)
 
-    async def _delete(self, request: Request) -> None:
-        service = self._service
         try:
-            await wait_out_busy(service, lambda: service.db.delete_message(self.id))
-        except Exception as exc:
-            request.reply(exc)
+            message = await wait_out_busy(
+                insert, busy_timeout=ctx.busy_timeout, on_wait=ctx.counters.busy_wait
+            )
+        except _Withdrawn:
+            self._end(None)  # no row: a later update of this id finds none
             return
-        state = self.latest
-        self._drop()
-        request.reply()
-        # Queued behind any event of this message still going out, so it comes last.
-        self._post(EventType.DELETED, state, must_deliver=True)
+        except Exception as error:  # SessionNotFound, a storage error, a bad field
+            reply.fail(error)
+            self._end(None)
+            return
+        # The caller gets ``message`` and may mutate its parts list: keep our own.
+        reply.set(message)
+        if ctx.broker.subscriber_count:
+            # crush publishes ``created`` lossily; a UI that misses it never shows the
+            # message, so it goes by must-deliver here.
+            ctx.broker.post(EventType.CREATED, message.clone())
+        # Done: a created message holds nothing unwritten. Most are never updated (user
+        # and tool messages); the first update of one that streams starts a new actor,
+        # which reads the row as its baseline.
+        self._end(None)
 
-    def _drop(self) -> None:
-        """Forget the buffered state so that nothing is ever written back over the row."""
-        if self.dirty:
-            self.dirty = False
-            self._service._dirty_count -= 1
-        self.deleted = True
-        self._service._forget(self)
+    async def _delete(self, reply: Reply[Any]) -> None:
+        ctx = self._ctx
 
+        def delete() -> None:
+            if reply.withdrawn:
+                raise _Withdrawn
+            ctx.store.delete_message(self.id)
 
-_Outgoing: TypeAlias = "PendingDelivery | tuple[EventType, Message, bool]"
+        try:
+            await wait_out_busy(
+                delete, busy_timeout=ctx.busy_timeout, on_wait=ctx.counters.busy_wait
+            )
+        except _Withdrawn:
+            return
+        except MessageNotFound as error:
+            reply.fail(error)
+            self._end(error)
+            return
+        except StorageError as error:
+            reply.fail(error)
+            return
+        state = self.mailbox.message()
+        self._dirty = False  # nothing is ever written back over the deleted row
+        self.mailbox.deleted = True
+        reply.set(None)
+        if ctx.broker.subscriber_count:
+            ctx.broker.post(EventType.DELETED, state)  # after every earlier event of it
+        self._end(MessageNotFound(f"message {self.id!r} was deleted"))
+
+    # -- ending --------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.mailbox.id
+
+    def _end(self, reason: BaseException | None) -> None:
+        """Leave for good: the service forgets the mailbox, and queued requests are
+        answered (``reason``, or for a clean retirement: nothing was pending)."""
+        if self._ended:
+            return
+        self._ended = True
+        mailbox = self.mailbox
+        mailbox.closed_by = reason
+        mailbox.unwritten = False
+        self._ctx.forget(mailbox)
+        mailbox.close()
+        in_hand, self._in_hand = self._in_hand, None
+        if in_hand is not None:
+            self._answer_leftover(in_hand, reason)
+        while True:
+            try:
+                letter = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if isinstance(letter, Request):
+                self._answer_leftover(letter, reason)
+        self._receive.close()
+
+    def _answer_leftover(self, request: Request, reason: BaseException | None) -> None:
+        if reason is not None:
+            request.reply.fail(reason)
+        elif request.kind is RequestKind.CREATE or request.kind is RequestKind.DELETE:
+            request.reply.fail(ServiceClosed("the message service has closed"))
+        else:
+            request.reply.set(None)  # nothing was left unwritten
+
+    def _restarted(self, error: Exception, count: int) -> None:
+        ctx = self._ctx
+        ctx.counters.restarts += 1
+        policy = ctx.restart_policy
+        logger.error(
+            "actor of message %s failed; restarting it with its buffer (%d of %d within %g s)",
+            self.id,
+            count,
+            policy.max_restarts,
+            policy.within,
+            exc_info=error,
+        )
+
+    def _stopped(self, error: Exception) -> None:
+        ctx = self._ctx
+        ctx.counters.stopped_actors += 1
+        policy = ctx.restart_policy
+        failure = ActorFailed(
+            f"the actor of message {self.id!r} failed more than {policy.max_restarts} times "
+            f"within {policy.within:g} s and was stopped; its unwritten state is lost: {error!r}",
+            message_id=self.id,
+        )
+        failure.__cause__ = error
+        logger.error("%s", failure, exc_info=error)
+        had_waiters = self._in_hand is not None or bool(
+            self._receive.statistics().current_buffer_used
+        )
+        unwritten = self._dirty or self.mailbox.has_unsent_state
+        self._end(failure)
+        ctx.report(self.id, failure, not had_waiters or unwritten)
+
+    async def _last_words(self) -> None:
+        """Write what this actor still holds as the service ends; answer every caller."""
+        if self._ended:
+            return
+        ctx = self._ctx
+        box = self.mailbox.take_unsent_state()
+        if box is not None:
+            self._open(box)
+        requests: list[Request] = [] if self._in_hand is None else [self._in_hand]
+        while True:
+            try:
+                letter = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if type(letter) is StateBox:
+                self._open(letter)
+            elif isinstance(letter, Request):
+                if letter.box is not None:
+                    self._open(letter.box)
+                requests.append(letter)
+        self._in_hand = None
+        error: BaseException | None = None
+        with trio.CancelScope(shield=True, deadline=ctx.last_words_deadline()) as scope:
+            while self._dirty:
+                try:
+                    await wait_out_busy(
+                        lambda: self._commit(None),
+                        busy_timeout=ctx.busy_timeout,
+                        on_wait=ctx.counters.busy_wait,
+                    )
+                except MessageNotFound as exc:
+                    error = exc
+                    self._dirty = False
+                except StorageError as exc:
+                    error = exc
+                    ctx.counters.write_errors += 1
+                    delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
+                    self._failures += 1
+                    await trio.sleep(delay)
+                except Exception as exc:  # a bug: no restart now, report it
+                    error = exc
+                    break
+        if self._dirty:
+            why = error if error is not None else ServiceClosed("shutdown timed out")
+            if scope.cancelled_caught and error is None:
+                why = ServiceClosed(f"shutdown timed out after {ctx.shutdown_timeout:g} s")
+            logger.error("final write of message %s failed: %s", self.id, why)
+            ctx.report(self.id, why, True)
+        closed = ServiceClosed("the message service has closed")
+        for request in requests:
+            if request.kind not in (RequestKind.WRITE, RequestKind.WRITE_IF_TERMINAL):
+                request.reply.fail(closed)
+            elif self._dirty:
+                request.reply.fail(error or closed)
+            else:
+                request.reply.set(None)
+        self._end(ServiceClosed("the message service has closed"))

@@ -58,3 +58,29 @@ class ServiceClosed(MsgstoreError):
 
 class DatabaseBusy(StorageError):
     """Another connection holds the write lock; the write may be tried again later."""
+
+
+class ActorFailed(MsgstoreError):
+    """A message's actor failed more often than its restart policy allows and was
+    stopped; ``__cause__`` is its last error."""
+
+    def __init__(self, reason: str, *, message_id: str) -> None:
+        super().__init__(reason)
+        self.message_id = message_id
+
+
+class UnwrittenMessages(StorageError):
+    """Leaving the service left messages unwritten (their final writes failed).
+
+    ``failures`` maps each message id to its error; every message was tried.
+    """
+
+    def __init__(self, failures: dict[str, BaseException]) -> None:
+        self.failures = dict(failures)
+        ids = ", ".join(repr(i) for i in list(self.failures)[:10])
+        more = f" and {len(self.failures) - 10} more" if len(self.failures) > 10 else ""
+        first = next(iter(self.failures.values()))
+        super().__init__(
+            f"{len(self.failures)} message(s) left unwritten at shutdown: {ids}{more} "
+            f"(first error: {first})"
+        )

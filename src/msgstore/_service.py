@@ -1,9 +1,10 @@
 """The message service: crush's ``Service`` on Trio, one actor task per message.
 
-``open_message_service`` owns a nursery with the actors and a broker. ``update`` hands
-the new state to the message's actor (starting one if needed); the actor writes when
-its window ends, or at once on a terminal change, and publishes the event. Reads see
-the newest accepted state, buffered or written.
+``open_message_service`` owns a nursery with the actors, the alarm clock and a broker.
+The service itself never writes a message: it checks what callers hand it, routes it
+to the message's mailbox (starting an actor when there is none) and, when the caller
+needs the write done, waits for the actor's reply. Reads see the newest accepted state,
+buffered or written. Who writes, and when, is in ``_actor.py``.
 """
 
 from __future__ import annotations
@@ -12,44 +13,35 @@ import builtins
 import contextlib
 import logging
 import math
+import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import attrs
 import trio
 
-from ._actor import MessageActor, RequestKind, wait_out_busy
-from ._broker import Broker, Event, EventType, open_broker
-from ._codec import encode_parts
+from ._actor import ActorContext, MessageActor
+from ._alarm_clock import AlarmClock
+from ._broker import Broker, Event, open_broker
 from ._content import Finish, FinishReason, Message, Part, Role, check_parts
-from ._errors import InvalidPart, InvalidUpdate, MessageNotFound, ServiceClosed
-from ._terminal import structure_of
-from ._timer import AlarmClock
-
-if TYPE_CHECKING:
-    from ._storage import Database
+from ._errors import (
+    ActorFailed,
+    InvalidPart,
+    InvalidUpdate,
+    MessageNotFound,
+    ServiceClosed,
+    UnwrittenMessages,
+)
+from ._mailbox import LETTERS, ActorGone, Letter, Mailbox, RequestKind
+from ._nursery import open_owned_nursery
+from ._reply import Reply
+from ._sessions import SessionService
+from ._statistics import Counters, ServiceStatistics
+from ._storage import Database
+from ._structure import Structure, same_structure, structure_of
+from ._supervisor import RestartPolicy
 
 logger = logging.getLogger("msgstore")
-
-# At most this many inline writes by one task in a row before it yields (about 0.5 ms
-# of writes on the benchmark machine); see MessageService._owes_schedule_point.
-_INLINE_STREAK = 8
-
-
-@attrs.frozen
-class ServiceStatistics:
-    """A snapshot of the service's counters (see ``MessageService.statistics``)."""
-
-    actors_alive: int
-    buffered_messages: int
-    updates: int
-    writes: int
-    failed_writes: int
-    busy_waits: int
-    drops: int
-    must_deliver_drops: int
-    subscribers: int
 
 
 class MessageService:
@@ -65,6 +57,7 @@ class MessageService:
         idle_timeout: float,
         busy_timeout: float,
         shutdown_timeout: float,
+        restart_policy: RestartPolicy,
     ) -> None:
         self.db = db
         self.broker = broker
@@ -73,18 +66,34 @@ class MessageService:
         self.busy_timeout = busy_timeout
         self.shutdown_timeout = shutdown_timeout
         self._nursery = nursery
-        self._actors: dict[str, MessageActor] = {}
-        self._alarm_clock = AlarmClock()
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._clock = AlarmClock()
+        self._counters = Counters()
         self._closed = False
-        # Counters behind statistics(); the actors update them too.
-        self._dirty_count = 0
-        self._updates = 0
-        self._writes = 0
-        self._failed_writes = 0
-        self._busy_waits = 0
-        # The fairness guard of inline writes (see _owes_schedule_point).
-        self._streak_task: trio.lowlevel.Task | None = None
-        self._streak = 0
+        self._body: trio.CancelScope | None = None  # the caller's block
+        self._interrupt: BaseException | None = None
+        self._failures: dict[str, BaseException] = {}  # to raise on the way out
+        self._actors = ActorContext(
+            store=db,
+            broker=broker,
+            clock=self._clock,
+            counters=self._counters,
+            debounce=debounce,
+            idle_timeout=idle_timeout,
+            busy_timeout=busy_timeout,
+            shutdown_timeout=shutdown_timeout,
+            restart_policy=restart_policy,
+            forget=self._forget,
+            interrupt=self._interrupted,
+            report=self._report,
+        )
+        #: Sessions (crush's ``session.Service``), publishing on this service's broker.
+        self.sessions = SessionService(
+            db,
+            broker=broker,
+            busy_timeout=busy_timeout,
+            delete_messages=self.delete_session_messages,
+        )
 
     # -- writes --------------------------------------------------------------------------
 
@@ -101,6 +110,8 @@ class MessageService:
         """Write a new message and publish ``created``; return it as stored.
 
         A non-assistant message gets a ``finish`` part with reason ``stop`` (time 0).
+        A cancel point before the row is written, none after: ``Cancelled`` means no
+        row was made, a return means it was.
         """
         self._check_open()
         try:
@@ -109,27 +120,32 @@ class MessageService:
             raise InvalidUpdate(f"unknown role {role!r}") from None
         try:
             checked = check_parts(parts)
+            # Validates every field before anything is written.
+            base = Message(
+                id=str(uuid.uuid4()),
+                session_id=session_id,
+                role=role,
+                model=model,
+                provider=provider,
+                is_summary_message=is_summary_message,
+            )
         except InvalidPart as exc:
             raise InvalidUpdate(str(exc)) from exc
         if role is not Role.ASSISTANT:
             checked.append(Finish(reason=FinishReason.STOP, time=0))
+        fields = {
+            "session_id": session_id,
+            "role": role,
+            "parts": checked,
+            "model": model,
+            "provider": provider,
+            "is_summary_message": is_summary_message,
+        }
+        mailbox = self._start_actor(base, None)
         try:
-            message = await wait_out_busy(
-                self,
-                lambda: self.db.insert_message(
-                    session_id=session_id,
-                    role=role,
-                    parts=checked,
-                    model=model,
-                    provider=provider,
-                    is_summary_message=is_summary_message,
-                ),
-            )
-        except InvalidPart as exc:  # an argument of the wrong type
+            message: Message = await mailbox.request(RequestKind.CREATE, fields)
+        except InvalidPart as exc:  # a field SQLite would store but nobody could read
             raise InvalidUpdate(str(exc)) from exc
-        # crush publishes ``created`` lossily; a UI that misses it never shows the
-        # message, so it goes by must-deliver here.
-        await self.broker.publish_must_deliver(EventType.CREATED, message.clone())
         return message
 
     async def update(self, message: Message) -> None:
@@ -138,7 +154,7 @@ class MessageService:
         It is written no later than ``debounce`` after the first unwritten update, and
         before this returns when it is terminal (finished, a tool call added or
         finished, reasoning ended) or when ``debounce <= 0``. The caller may go on
-        mutating ``message``: the service keeps its own copy.
+        mutating ``message``: the service keeps its own copy of the parts.
         """
         if self._closed:
             self._check_open()
@@ -152,52 +168,70 @@ class MessageService:
                 f"message {message.id!r} parts must be a list of parts, "
                 f"got {type(message.parts).__name__}"
             ) from None
-        actor = self._actors.get(message.id)
+        mailbox = self._mailboxes.get(message.id)
+        if mailbox is None:
+            mailbox = self._mailbox_for(message)
+        elif message.session_id != mailbox.base.session_id or message.role != mailbox.base.role:
+            raise _not_this_message(message, mailbox.base)
+        previous = mailbox.latest_structure
         try:
-            if actor is not None:
-                structure = actor.structure_for(parts)
+            if same_structure(mailbox.latest, parts):
+                structure = previous
             else:
-                structure = structure_of(message, parts)  # before any actor starts
-                actor = self._actor_for(message.id)
-                actor.take_fields(message)
+                structure = structure_of(message, parts)
         except InvalidPart as exc:
             raise InvalidUpdate(str(exc)) from exc
-        self._updates += 1
-        if actor.accept(parts, structure) or self.debounce <= 0:
-            await actor.write_through()
-        else:
-            self._streak_task = None
+        self._counters.updates += 1
+        mailbox.post(parts, structure)
+        if self.debounce <= 0:
+            kind = RequestKind.WRITE
+        elif structure is previous and not structure.finished and not mailbox.unconfirmed:
+            # Per token: the structure is unchanged, so nothing terminal can have
+            # happened. A schedule point, and the actor is not woken.
             await trio.lowlevel.checkpoint()
+            return
+        else:
+            kind = RequestKind.WRITE_IF_TERMINAL
+        mailbox.unconfirmed = True
+        await mailbox.request(kind)
+        mailbox.unconfirmed = False
 
     async def flush(self, message_id: str) -> None:
         """Return once everything accepted for ``message_id`` before the call is written.
 
         That includes a write already under way. A no-op when nothing is pending.
         """
-        actor = self._actors.get(message_id)
-        if actor is None:
+        mailbox = self._mailboxes.get(message_id)
+        if mailbox is None:
             await trio.lowlevel.checkpoint()
             return
-        await actor.write_through()
+        with contextlib.suppress(ActorGone):
+            await mailbox.request(RequestKind.WRITE)
 
     async def flush_all(self) -> None:
         """``flush`` for every message; raises the first failure after trying them all."""
         errors: list[Exception] = []
-        requests = []
-        for actor in tuple(self._actors.values()):
+        replies: list[Reply[Any]] = []
+        for mailbox in builtins.list(self._mailboxes.values()):
             try:
-                request = actor.commit_or_queue()
+                reply = mailbox.send_request(RequestKind.WRITE)
+                if reply is None:  # its channel is full: wait for room
+                    await mailbox.request(RequestKind.WRITE)
+                else:
+                    replies.append(reply)
+            except ActorGone:
+                pass
             except Exception as exc:
                 errors.append(exc)
-            else:
-                if request is not None:
-                    requests.append(request)
-        await trio.lowlevel.checkpoint()
-        for request in requests:
+        for reply in replies:
             try:
-                await request.wait()
+                await reply.wait()
+            except ActorGone:
+                pass
             except Exception as exc:
                 errors.append(exc)
+        if not replies:
+            await trio.lowlevel.checkpoint()
         for extra in errors[1:]:
             logger.error("flush_all: another write failed too: %s", extra)
         if errors:
@@ -206,8 +240,18 @@ class MessageService:
     async def delete(self, message_id: str) -> None:
         """Delete the row, drop any buffered state, publish ``deleted``."""
         self._check_open()
-        actor = self._actor_for(message_id)
-        await actor.request(RequestKind.DELETE).wait()
+        while True:
+            mailbox = self._mailboxes.get(message_id)
+            if mailbox is None:
+                if not isinstance(message_id, str):
+                    raise InvalidUpdate(f"message id must be str, got {type(message_id).__name__}")
+                row = self.db.stored_message(message_id)
+                mailbox = self._start_actor(row, row)
+            try:
+                await mailbox.request(RequestKind.DELETE)
+                return
+            except ActorGone:
+                continue  # it retired just now: start another
 
     async def delete_session_messages(self, session_id: str) -> None:
         """Delete each message of a session, one by one (each publishes ``deleted``)."""
@@ -222,38 +266,38 @@ class MessageService:
     async def get(self, message_id: str) -> Message:
         """The newest state accepted for the message, buffered or written."""
         await trio.lowlevel.checkpoint()
-        actor = self._actors.get(message_id)
-        if actor is not None and not actor.deleted:
-            return actor.latest
-        return self.db.get_message(message_id)
+        mailbox = self._mailboxes.get(message_id)
+        if mailbox is not None and not mailbox.deleted:
+            return mailbox.message()
+        return self.db.stored_message(message_id)
 
     async def list(self, session_id: str) -> builtins.list[Message]:
         """The session's messages, oldest first, each in its newest accepted state."""
         await trio.lowlevel.checkpoint()
-        return self._overlay(self.db.list_messages(session_id))
+        return self._overlay(self.db.stored_messages(session_id))
 
     async def list_user_messages(self, session_id: str) -> builtins.list[Message]:
         """The session's user messages, newest first."""
         await trio.lowlevel.checkpoint()
-        return self._overlay(self.db.list_user_messages(session_id))
+        return self._overlay(self.db.stored_user_messages(session_id))
 
     async def list_all_user_messages(self) -> builtins.list[Message]:
         """Every user message of every session, newest first."""
         await trio.lowlevel.checkpoint()
-        return self._overlay(self.db.list_all_user_messages())
+        return self._overlay(self.db.stored_all_user_messages())
 
     async def get_last_assistant_message(self, session_id: str) -> Message | None:
         """The session's newest assistant message that is not a summary, or None."""
         await trio.lowlevel.checkpoint()
-        found = self.db.get_last_assistant_message(session_id)
+        found = self.db.stored_last_assistant_message(session_id)
         return None if found is None else self._overlay([found])[0]
 
     def _overlay(self, rows: Sequence[Message]) -> builtins.list[Message]:
-        actors = self._actors
+        mailboxes = self._mailboxes
         out = []
         for row in rows:
-            actor = actors.get(row.id)
-            out.append(row if actor is None or actor.deleted else actor.latest)
+            mailbox = mailboxes.get(row.id)
+            out.append(row if mailbox is None or mailbox.deleted else mailbox.message())
         return out
 
     # -- events and statistics -------------------------------------------------------
@@ -265,14 +309,19 @@ class MessageService:
         return self.broker.subscribe(buffer_size)
 
     def statistics(self) -> ServiceStatistics:
+        """A snapshot of the service's state and counters (see ``ServiceStatistics``)."""
         broker = self.broker
+        counters = self._counters
+        mailboxes = self._mailboxes.values()
         return ServiceStatistics(
-            actors_alive=len(self._actors),
-            buffered_messages=self._dirty_count,
-            updates=self._updates,
-            writes=self._writes,
-            failed_writes=self._failed_writes,
-            busy_waits=self._busy_waits,
+            live_actors=len(self._mailboxes),
+            buffered=sum(1 for m in mailboxes if m.unwritten or m.has_unsent_state),
+            updates=counters.updates,
+            writes=counters.writes,
+            write_errors=counters.write_errors,
+            restarts=counters.restarts,
+            stopped_actors=counters.stopped_actors,
+            busy_waits=counters.busy_waits,
             drops=broker.drop_count,
             must_deliver_drops=broker.must_deliver_drop_count,
             subscribers=broker.subscriber_count,
@@ -282,99 +331,66 @@ class MessageService:
     def closed(self) -> bool:
         return self._closed
 
-    # -- for the actors ----------------------------------------------------------------
+    # -- actors --------------------------------------------------------------------------
 
-    def _owes_schedule_point(self) -> bool:
-        """Whether an inline write must still yield, so that no task hogs the loop.
+    def _mailbox_for(self, message: Message) -> Mailbox:
+        """Start an actor for a message that has none: the row is read once, which
+        proves the id exists and gives the baseline for terminal changes."""
+        if not isinstance(message.id, str):
+            raise InvalidUpdate(f"message id must be str, got {type(message.id).__name__}")
+        row = self.db.stored_message(message.id)
+        if message.session_id != row.session_id or message.role != row.role:
+            raise _not_this_message(message, row)
+        # Keep the caller's other fields: its strings are shared, not a second copy.
+        return self._start_actor(message.with_parts([]), row)
 
-        A write done in the caller's task returns without a schedule point (see
-        ``MessageActor.write_through``). A task that makes ``_INLINE_STREAK`` such
-        writes in a row, with no other task's update and no yield of its own in
-        ``update`` between them, yields on the last one: a loop of terminal updates
-        holds the Trio thread for at most that many writes.
-        """
-        task = trio.lowlevel.current_task()
-        if task is not self._streak_task:
-            self._streak_task = task
-            self._streak = 1
-            return False
-        self._streak += 1
-        if self._streak < _INLINE_STREAK:
-            return False
-        self._streak_task = None
-        return True
+    def _start_actor(self, base: Message, stored: Message | None) -> Mailbox:
+        send, receive = trio.open_memory_channel[Letter](LETTERS)
+        parts = [] if stored is None else stored.parts
+        structure = Structure(False, (), False) if stored is None else structure_of(stored)
+        mailbox = Mailbox(base.with_parts([]), parts, structure, send, self._clock, self.debounce)
+        actor = MessageActor(self._actors, mailbox, receive, stored)
+        self._mailboxes[base.id] = mailbox
+        self._nursery.start_soon(actor.serve)
+        return mailbox
 
-    def _write_state(self, state: Message) -> None:
-        finish = state.finish_part()
-        written = self.db.write_parts(
-            state.id, encode_parts(state.parts), None if finish is None else finish.time
-        )
-        if not written:
-            raise MessageNotFound(f"no message has id {state.id!r}")
-        self._writes += 1
+    def _forget(self, mailbox: Mailbox) -> None:
+        if self._mailboxes.get(mailbox.id) is mailbox:
+            del self._mailboxes[mailbox.id]
 
-    def _actor_for(self, message_id: str) -> MessageActor:
-        actor = self._actors.get(message_id)
-        if actor is None:
-            # The row is read once per actor: it proves the id exists (an update for
-            # an unknown id is refused here, not lost at write time) and gives the
-            # baseline for terminal detection.
-            if not isinstance(message_id, str):
-                raise InvalidUpdate(f"message id must be str, got {type(message_id).__name__}")
-            actor = MessageActor(self, self.db.get_message(message_id))
-            self._actors[message_id] = actor
-            self._nursery.start_soon(actor.run)
-        return actor
+    def _interrupted(self, exc: BaseException) -> None:
+        """A KeyboardInterrupt (or the like) in an actor: end the caller's block."""
+        if self._interrupt is None:
+            self._interrupt = exc
+        if self._body is not None:
+            self._body.cancel()
 
-    def _forget(self, actor: MessageActor) -> None:
-        if self._actors.get(actor.id) is actor:
-            del self._actors[actor.id]
+    def _report(self, message_id: str, error: BaseException, must_raise: bool) -> None:
+        if must_raise:
+            self._failures[message_id] = error
 
     def _check_open(self) -> None:
         if self._closed:
             raise ServiceClosed("the message service has closed; open a new one")
 
     async def _shutdown(self) -> None:
-        """Write everything still buffered, then stop the actors (shielded, bounded)."""
+        """Have every actor write what it holds, then stop them (shielded, bounded)."""
         self._closed = True
-        with trio.move_on_after(self.shutdown_timeout, shield=True) as scope:
-            await self._final_flush()
-        if scope.cancelled_caught:
-            logger.error(
-                "shutdown timed out after %.1f s with %d messages unwritten",
-                self.shutdown_timeout,
-                self._dirty_count,
-            )
+        with trio.CancelScope(shield=True, deadline=self._actors.last_words_deadline()):
+            try:
+                await self.flush_all()
+            except Exception as exc:
+                # The actors' last words try again and report what stays unwritten.
+                logger.debug("final flush: %s", exc)
         self._nursery.cancel_scope.cancel()
 
-    async def _final_flush(self) -> None:
-        # Each pass tries every message once: a message that cannot be written must not
-        # use up the shutdown time of the others.
-        pending = tuple(self._actors.values())
-        started = trio.current_time()
-        interrupted: BaseException | None = None
-        while pending:
-            failed: list[tuple[MessageActor, Exception]] = []
-            for actor in pending:
-                if not actor.dirty or actor.deleted:
-                    continue
-                try:
-                    actor.write_now()
-                except Exception as exc:
-                    failed.append((actor, exc))
-                except BaseException as exc:
-                    # KeyboardInterrupt in one write: that message is left as it was;
-                    # the others are still written, then the interrupt goes on.
-                    interrupted = interrupted or exc
-            if failed and trio.current_time() - started >= self.busy_timeout:
-                for actor, error in failed:
-                    logger.error("final write of message %s failed: %s", actor.id, error)
-                break
-            pending = tuple(actor for actor, _ in failed)
-            if pending:
-                await trio.sleep(0.01)
-        if interrupted is not None:
-            raise interrupted
+
+def _not_this_message(message: Message, stored: Message) -> InvalidUpdate:
+    return InvalidUpdate(
+        f"message {message.id!r} belongs to session {stored.session_id!r} with role "
+        f"{stored.role.value!r}; the update says session {message.session_id!r}, role "
+        f"{Role(message.role).value!r} (those fields are the row's and cannot change)"
+    )
 
 
 @asynccontextmanager
@@ -387,26 +403,32 @@ async def open_message_service(
     idle_timeout: float = 1.0,
     busy_timeout: float = 30.0,
     shutdown_timeout: float = 5.0,
+    restart_policy: RestartPolicy | None = None,
 ) -> AsyncIterator[MessageService]:
     """Run a message service on ``db`` for the duration of the block.
 
     ``debounce``: the window in seconds (``<= 0`` writes every update at once).
     ``buffer_size`` and ``must_deliver_timeout`` go to the broker. An actor with
     nothing pending retires after ``idle_timeout``. While another connection holds the
-    write lock, writes wait on Trio time up to ``busy_timeout``. Leaving the block
-    writes everything buffered (also when cancelled, for at most ``shutdown_timeout``)
-    and ends every subscription.
+    write lock, writes wait on Trio time up to ``busy_timeout``. ``restart_policy``:
+    how often an actor may fail before it is stopped (default: 3 restarts within 5 s).
+
+    Leaving the block has every actor write what it holds (also when cancelled, for
+    at most ``shutdown_timeout``) and ends every subscription. An exception raised in
+    the block comes out as itself. Then, if messages were left unwritten (their last
+    writes failed, or their actor was stopped with nobody told), ``UnwrittenMessages``
+    names them; a ``KeyboardInterrupt`` that reached an actor is raised last.
     """
     if not isinstance(debounce, int | float) or math.isnan(debounce):
         raise ValueError(f"debounce must be a number of seconds, got {debounce!r}")
+    policy = RestartPolicy() if restart_policy is None else restart_policy
     async with open_broker(
         buffer_size=buffer_size, must_deliver_timeout=must_deliver_timeout
     ) as broker:
         # The connection's own busy handler would sleep on the Trio thread and freeze
         # every task; the actors wait on Trio time instead.
-        db.set_busy_timeout(0)
-        try:
-            async with trio.open_nursery() as nursery:
+        with db.without_busy_handler():
+            async with open_owned_nursery() as nursery:
                 service = MessageService(
                     db,
                     broker,
@@ -415,15 +437,25 @@ async def open_message_service(
                     idle_timeout=idle_timeout,
                     busy_timeout=busy_timeout,
                     shutdown_timeout=shutdown_timeout,
+                    restart_policy=policy,
                 )
-                nursery.start_soon(service._alarm_clock.run)
+                nursery.start_soon(service._clock.run)
                 try:
-                    yield service
+                    with trio.CancelScope() as body:
+                        service._body = body
+                        yield service
                 finally:
                     await service._shutdown()
-        finally:
-            if not db.closed:
-                db.set_busy_timeout(int(busy_timeout * 1000))
+    # Only reached when the block itself raised nothing.
+    if service._interrupt is not None:
+        raise service._interrupt
+    if service._failures:
+        failures = service._failures
+        if len(failures) == 1:
+            (only,) = failures.values()
+            if isinstance(only, ActorFailed):
+                raise only
+        raise UnwrittenMessages(failures)
 
 
 async def run_message_service(
@@ -444,7 +476,6 @@ async def run_message_service(
 
 __all__ = [
     "MessageService",
-    "ServiceStatistics",
     "open_message_service",
     "run_message_service",
 ]

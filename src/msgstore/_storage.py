@@ -9,14 +9,14 @@ it runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TypeAlias, cast
 
 import apsw
-import attrs
 
 from . import _schema
 from ._codec import decode_parts, encode_parts
@@ -30,16 +30,15 @@ from ._errors import (
     SessionNotFound,
     StorageError,
 )
+from ._storage_reports import ReportQueries
+from ._storage_rows import _SESSION_COLUMNS, _session
+from ._storage_rows import Session as Session
 
 # -- SQL --------------------------------------------------------------------------------
 
 _MESSAGE_COLUMNS = (
     "id, session_id, role, parts, model, created_at, updated_at, finished_at, provider, "
     "is_summary_message"
-)
-_SESSION_COLUMNS = (
-    "id, parent_session_id, title, message_count, prompt_tokens, completion_tokens, cost, "
-    "updated_at, created_at, summary_message_id, todos"
 )
 
 _CREATE_SESSION = f"""INSERT INTO sessions (
@@ -70,6 +69,18 @@ _LIST_SESSIONS = f"""SELECT {_SESSION_COLUMNS}
 FROM sessions
 WHERE parent_session_id is NULL
 ORDER BY created_at DESC, rowid DESC"""
+# crush's UpdateSession; updated_at is set by crush's trigger.
+_SAVE_SESSION = f"""UPDATE sessions
+SET
+    title = ?,
+    prompt_tokens = ?,
+    completion_tokens = ?,
+    summary_message_id = ?,
+    cost = ?,
+    todos = ?
+WHERE id = ?
+RETURNING {_SESSION_COLUMNS}"""
+_DELETE_SESSION = "DELETE FROM sessions\nWHERE id = ?"
 
 _CREATE_MESSAGE = f"""INSERT INTO messages (
     id,
@@ -123,32 +134,8 @@ _DELETE_SESSION_MESSAGES = (
 _MessageRow: TypeAlias = tuple[
     str, str, str, str, str | None, int, int, int | None, str | None, int
 ]
-_SessionRow: TypeAlias = tuple[
-    str, str | None, str, int, int, int, float, int, int, str | None, str | None
-]
 
 # -- rows -------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Session:
-    """One row of crush's ``sessions`` table."""
-
-    id: str
-    parent_session_id: str | None
-    title: str
-    message_count: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost: float
-    updated_at: int
-    created_at: int
-    summary_message_id: str | None
-    todos: str | None
-
-
-def _session(row: apsw.SQLiteValues) -> Session:
-    return Session(*cast(_SessionRow, row))
 
 
 def _message(row: apsw.SQLiteValues) -> Message:
@@ -234,7 +221,7 @@ def connect(
     except BaseException:
         con.close()
         raise
-    return Database(con, path, read_only=read_only)
+    return Database(con, path, read_only=read_only, busy_timeout_ms=busy_timeout_ms)
 
 
 def _prepare(con: apsw.Connection, path: str, *, read_only: bool) -> None:
@@ -276,7 +263,7 @@ def _check_whole_pages(con: apsw.Connection, path: str) -> None:
 # -- the database -----------------------------------------------------------------------
 
 
-class Database:
+class Database(ReportQueries):
     """One connection to a crush-compatible database, with crush's queries.
 
     A context manager; ``close()`` may be called more than once. Not for use from
@@ -284,11 +271,20 @@ class Database:
     a write must belong to that write).
     """
 
-    def __init__(self, connection: apsw.Connection, path: str, *, read_only: bool) -> None:
+    def __init__(
+        self,
+        connection: apsw.Connection,
+        path: str,
+        *,
+        read_only: bool,
+        busy_timeout_ms: int = 30000,
+    ) -> None:
         self.connection = connection
         self.path = path
         self.read_only = read_only
         self._closed = False
+        self._busy_timeout_ms = busy_timeout_ms
+        self._busy_handler_off = 0  # services holding SQLite's busy handler off
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("read-only" if self.read_only else "open")
@@ -317,7 +313,30 @@ class Database:
 
     def set_busy_timeout(self, ms: int) -> None:
         """How long SQLite itself waits for a lock before raising ``DatabaseBusy``."""
-        self.connection.set_busy_timeout(ms)
+        self._busy_timeout_ms = ms
+        if not self._busy_handler_off:
+            self.connection.set_busy_timeout(ms)
+
+    @contextlib.contextmanager
+    def without_busy_handler(self) -> Iterator[None]:
+        """Turn SQLite's own busy handler off for the block (nesting is counted).
+
+        SQLite's handler sleeps on the calling thread, which for a Trio program is the
+        whole event loop; the services turn it off and wait on Trio time instead
+        (``msgstore._busy``). Several services on one connection each hold it off; it
+        comes back when the last one ends.
+        """
+        if self._closed:
+            raise StorageError(f"the database {self.path!r} is closed")
+        if not self._busy_handler_off:
+            self.connection.set_busy_timeout(0)
+        self._busy_handler_off += 1
+        try:
+            yield
+        finally:
+            self._busy_handler_off -= 1
+            if not self._busy_handler_off and not self._closed:
+                self.connection.set_busy_timeout(self._busy_timeout_ms)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -330,7 +349,7 @@ class Database:
             return StorageError(f"{doing}: the database {self.path!r} is closed")
         return StorageError(f"{doing} on {self.path!r} failed: {e}")
 
-    def _rows(self, sql: str, params: tuple[str, ...], doing: str) -> list[apsw.SQLiteValues]:
+    def _rows(self, sql: str, params: tuple[object, ...], doing: str) -> list[apsw.SQLiteValues]:
         # fetchall, never fetchone: a statement left half-stepped keeps its transaction
         # (and, for INSERT ... RETURNING, the write lock) open.
         try:
@@ -371,6 +390,38 @@ class Database:
     def list_sessions(self) -> list[Session]:
         """Top-level sessions (no parent), newest first."""
         return [_session(r) for r in self._rows(_LIST_SESSIONS, (), "list sessions")]
+
+    def save_session(self, session: Session) -> Session:
+        """Store a session's title, tokens, cost, summary message and todos (crush's
+        ``UpdateSession``) and return the row as stored."""
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = getattr(session, name)
+            if type(value) is not int or value < 0:
+                raise InvalidPart(f"session {name} must be an int >= 0, got {value!r}")
+        if not isinstance(session.cost, int | float) or isinstance(session.cost, bool):
+            raise InvalidPart(f"session cost must be a number, got {session.cost!r}")
+        if not session.cost >= 0 or session.cost == float("inf"):
+            raise InvalidPart(f"session cost must be finite and >= 0, got {session.cost!r}")
+        if not isinstance(session.title, str):
+            raise InvalidPart(f"session title must be str, got {type(session.title).__name__}")
+        params = (
+            session.title,
+            session.prompt_tokens,
+            session.completion_tokens,
+            session.summary_message_id,
+            float(session.cost),
+            session.todos,
+            session.id,
+        )
+        rows = self._rows(_SAVE_SESSION, params, f"save session {session.id!r}")
+        if not rows:
+            raise SessionNotFound(f"no session {session.id!r}")
+        return _session(rows[0])
+
+    def delete_session(self, id: str) -> None:
+        """Delete a session; its messages (and files) go with it (ON DELETE CASCADE)."""
+        if not self._change(_DELETE_SESSION, (id,), f"delete session {id!r}"):
+            raise SessionNotFound(f"no session {id!r}")
 
     # -- messages: writes -----------------------------------------------------------------
 
@@ -462,31 +513,35 @@ class Database:
         return [cast(str, r[0]) for r in rows]
 
     # -- messages: reads ------------------------------------------------------------------
+    # These read the file. While a message service runs on this database, a streaming
+    # message's newest state may still be buffered in its actor (the file lags by up to
+    # one window): read through the service (``svc.get``, ``svc.list``...) to see it.
+    # Hence the names: what is *stored*, not what the service last accepted.
 
-    def get_message(self, id: str) -> Message:
+    def stored_message(self, id: str) -> Message:
         rows = self._rows(_GET_MESSAGE, (id,), f"get message {id!r}")
         if not rows:
             raise MessageNotFound(f"no message {id!r}")
         return _message(rows[0])
 
-    def list_messages(self, session_id: str) -> list[Message]:
+    def stored_messages(self, session_id: str) -> list[Message]:
         """A session's messages, oldest first."""
         rows = self._rows(_LIST_MESSAGES, (session_id,), f"list messages of {session_id!r}")
         return [_message(r) for r in rows]
 
-    def list_user_messages(self, session_id: str) -> list[Message]:
+    def stored_user_messages(self, session_id: str) -> list[Message]:
         """A session's user messages, newest first."""
         rows = self._rows(
             _LIST_USER_MESSAGES, (session_id,), f"list user messages of {session_id!r}"
         )
         return [_message(r) for r in rows]
 
-    def list_all_user_messages(self) -> list[Message]:
+    def stored_all_user_messages(self) -> list[Message]:
         """Every session's user messages, newest first."""
         rows = self._rows(_LIST_ALL_USER_MESSAGES, (), "list all user messages")
         return [_message(r) for r in rows]
 
-    def get_last_assistant_message(self, session_id: str) -> Message | None:
+    def stored_last_assistant_message(self, session_id: str) -> Message | None:
         """The session's newest assistant message that is not a summary, if any."""
         rows = self._rows(
             _LAST_ASSISTANT_MESSAGE, (session_id,), f"last assistant message of {session_id!r}"

@@ -250,7 +250,7 @@ def row_now(source: Database | Harness | str | os.PathLike[str], message_id: str
     has the id.
     """
     with connect(_path_of(source), read_only=True) as other:
-        return other.get_message(message_id)
+        return other.stored_message(message_id)
 
 
 _UNSET: Any = object()

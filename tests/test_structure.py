@@ -17,7 +17,7 @@ from msgstore import (
     TextContent,
     ToolCall,
 )
-from msgstore._terminal import same_structure, structure_of
+from msgstore._structure import same_structure, structure_of
 
 MESSAGE = Message(id="m1", session_id="s1", role=Role.ASSISTANT)
 

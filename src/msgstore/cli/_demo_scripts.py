@@ -240,20 +240,19 @@ SCRIPTS: tuple[Script, ...] = (
         turns=(
             Turn(
                 reasoning=(
-                    "The answer is in the actor: how it buffers, when the window opens, "
-                    "and which updates skip the window. Let me read it rather than guess."
+                    "The answer is in the message's actor: how it buffers, when the window "
+                    "opens, and which updates skip the window. Let me look it up rather "
+                    "than guess."
                 ),
-                text="Let me read the actor.",
+                text="Let me look up how an update reaches the file.",
                 tool=ToolStep(
-                    name="view",
-                    input={"file_path": "src/msgstore/_actor.py", "offset": 171, "limit": 11},
+                    name="search_docs",
+                    input={"query": "msgstore update() actor write window"},
+                    # A description, not a quote of the code: it stays true as the code moves.
                     output=(
-                        "171  def accept(self, parts: list[Part], structure: Structure) -> bool:\n"
-                        "173      self._parts = parts\n"
-                        "175      if not self.dirty:\n"
-                        "176          # The window opens at the first unwritten update\n"
-                        "180          self._set_deadline(now + self._service.debounce)\n"
-                        "181      return is_terminal(self._written, structure)"
+                        "Each message is owned by one Trio task (its actor). Updates reach "
+                        "it over a memory channel. It writes when its window's deadline "
+                        "comes, or at once on a terminal change."
                     ),
                     seconds=0.4,
                 ),

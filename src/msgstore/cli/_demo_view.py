@@ -11,8 +11,8 @@ import math
 import shlex
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from ._broker import Event, EventType
-from ._content import Message, Role, ToolCall, ToolResult
+from msgstore import Event, EventType, Message, Role, ToolCall, ToolResult
+
 from ._render import printable
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import IO
 
 import apsw
 
-from ._errors import MsgstoreError
+from msgstore import MsgstoreError, connect
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -39,11 +39,11 @@ def _n(count: int, noun: str) -> str:
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    from ._inspect import all_sessions, open_read_only
+    from ._inspect import open_read_only, session_tree
     from ._render import Output, sessions_lines
 
     with open_read_only(args.db) as db:
-        lines = sessions_lines(all_sessions(db))
+        lines = sessions_lines(session_tree(db))
     Output(sys.stdout).lines(lines)
     return 0
 
@@ -54,7 +54,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     with open_read_only(args.db) as db:
         (session,) = require_sessions(db, [args.session_id])
-        lines = show_lines(session, db.list_messages(session.id))
+        lines = show_lines(session, db.stored_messages(session.id))
     Output(sys.stdout).lines(lines)
     return 0
 
@@ -103,7 +103,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from ._export import import_export, read_export
-    from ._storage import connect
 
     source = Path(args.file)
     if not source.is_file():

@@ -1,40 +1,17 @@
 """Read-only looks into a database file for the command line: every session, file statistics.
 
-``Database`` has crush's queries, which list top-level sessions only; the command line
-also shows sub-agent sessions and counts rows and parts. Every query here is a plain
-``SELECT`` (or a pragma that only reads), so it runs on a read-only connection.
+``Database`` lists top-level sessions the way crush does; the command line also shows
+sub-agent sessions, as a tree, and counts rows and parts. Every query behind it is a
+plain ``SELECT`` (or a pragma that only reads), so it runs on a read-only connection.
 """
 
 from __future__ import annotations
 
 import os
-from typing import cast
 
 import attrs
 
-from . import _schema
-from ._errors import DatabaseError, SessionNotFound
-from ._storage import _SESSION_COLUMNS, Database, Session, _session, connect
-
-_ALL_SESSIONS = f"""SELECT {_SESSION_COLUMNS}
-FROM sessions
-ORDER BY created_at ASC, rowid ASC"""
-
-_TABLES = ("sessions", "messages", "files", "read_files")
-# One statement per table: the names are constants, never user input.
-_COUNTS = {table: f"SELECT count(*) FROM {table}" for table in _TABLES}
-_ROLES = "SELECT role, count(*) FROM messages GROUP BY role ORDER BY count(*) DESC, role"
-# json_each over anything but a JSON array would walk an object's keys: only arrays count.
-_PARTS_BY_TYPE = """SELECT coalesce(json_extract(p.value, '$.type'), '(no type)') AS tag, count(*)
-FROM messages AS m, json_each(m.parts) AS p
-WHERE json_valid(m.parts) AND json_type(m.parts) = 'array'
-GROUP BY tag
-ORDER BY count(*) DESC, tag"""
-_UNREADABLE_PARTS = """SELECT count(*)
-FROM messages
-WHERE NOT (json_valid(parts) AND json_type(parts) = 'array')"""
-_PARTS_BYTES = "SELECT coalesce(sum(length(CAST(parts AS BLOB))), 0) FROM messages"
-_UNFINISHED = "SELECT count(*) FROM messages WHERE role = 'assistant' AND finished_at IS NULL"
+from msgstore import Database, DatabaseError, Session, SessionNotFound, connect
 
 
 def open_read_only(path: str | os.PathLike[str]) -> Database:
@@ -47,10 +24,10 @@ def open_read_only(path: str | os.PathLike[str]) -> Database:
     return connect(path, read_only=True)
 
 
-def all_sessions(db: Database) -> list[tuple[int, Session]]:
+def session_tree(db: Database) -> list[tuple[int, Session]]:
     """Every session with its depth: top-level ones newest first, each followed by its
     sub-sessions (oldest first, indented one level deeper)."""
-    rows = [_session(r) for r in db.connection.execute(_ALL_SESSIONS).fetchall()]
+    rows = db.all_sessions()
     ids = {s.id for s in rows}
     children: dict[str | None, list[Session]] = {}
     for s in rows:
@@ -106,10 +83,6 @@ class FileStats:
     unfinished_assistant: int
 
 
-def _one(db: Database, sql: str) -> int:
-    return cast(int, db.connection.execute(sql).get)
-
-
 def wal_size(path: str | os.PathLike[str]) -> int | None:
     """The size of the database's ``-wal`` file, None when there is none.
 
@@ -123,20 +96,20 @@ def wal_size(path: str | os.PathLike[str]) -> int | None:
 def file_stats(db: Database, *, wal_size: int | None) -> FileStats:
     """Row counts, parts by type, and the sizes of the file and its WAL (measured by
     the caller before it opened the file)."""
-    con = db.connection
-    versions = _schema.applied_versions(con)
+    schema_version = db.schema_version()
+    page_size, page_count, freelist_count = db.page_counts()
     return FileStats(
         path=db.path,
         file_size=os.path.getsize(db.path),
         wal_size=wal_size,
-        page_size=cast(int, con.pragma("page_size")),
-        page_count=cast(int, con.pragma("page_count")),
-        freelist_count=cast(int, con.pragma("freelist_count")),
-        schema_version=max(versions, default=0),
-        rows={table: _one(db, sql) for table, sql in _COUNTS.items()},
-        roles={cast(str, r): cast(int, n) for r, n in con.execute(_ROLES).fetchall()},
-        parts={str(t): cast(int, n) for t, n in con.execute(_PARTS_BY_TYPE).fetchall()},
-        unreadable_parts=_one(db, _UNREADABLE_PARTS),
-        parts_bytes=_one(db, _PARTS_BYTES),
-        unfinished_assistant=_one(db, _UNFINISHED),
+        page_size=page_size,
+        page_count=page_count,
+        freelist_count=freelist_count,
+        schema_version=schema_version,
+        rows=db.row_counts(),
+        roles=db.role_counts(),
+        parts=db.part_type_counts(),
+        unreadable_parts=db.unreadable_parts_count(),
+        parts_bytes=db.parts_bytes(),
+        unfinished_assistant=db.unfinished_assistant_count(),
     )

@@ -18,28 +18,29 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, Any, Final, cast
+from typing import IO, Any, Final, NamedTuple
 
-import apsw
 import attrs
 
-from ._codec import decode_parts, encode_parts
-from ._content import (
+from msgstore import (
     BinaryContent,
+    CorruptRecord,
+    Database,
     Finish,
     ImageURLContent,
+    MsgstoreError,
     Part,
     ReasoningContent,
     Role,
+    Session,
     ShellCommand,
     TextContent,
     ToolCall,
     ToolResult,
+    decode_parts,
+    encode_parts,
 )
-from ._errors import CorruptRecord, MsgstoreError
-from ._storage import _SESSION_COLUMNS, Database, Session, _session
 
 FORMAT: Final = "msgstore-export"
 VERSION: Final = 1
@@ -51,17 +52,6 @@ class ExportFormatError(MsgstoreError):
 
 # -- reading rows -------------------------------------------------------------------------
 
-_SESSIONS_IN_ORDER = f"""SELECT {_SESSION_COLUMNS}
-FROM sessions
-ORDER BY created_at ASC, rowid ASC"""
-# The raw columns: finished_at and a NULL model are not on Message, and an export must
-# give back exactly what the row holds.
-_MESSAGE_ROWS = """SELECT id, session_id, role, parts, model, provider, is_summary_message,
-    created_at, updated_at, finished_at
-FROM messages
-WHERE session_id = ?
-ORDER BY created_at ASC, rowid ASC"""
-
 
 def sessions_to_export(db: Database, ids: Sequence[str]) -> list[Session]:
     """The named sessions (all of them, oldest first, when ``ids`` is empty)."""
@@ -69,12 +59,15 @@ def sessions_to_export(db: Database, ids: Sequence[str]) -> list[Session]:
         from ._inspect import require_sessions
 
         return require_sessions(db, list(ids))
-    return [_session(r) for r in db.connection.execute(_SESSIONS_IN_ORDER).fetchall()]
+    return db.all_sessions()
 
 
-@attrs.frozen
-class MessageRecord:
-    """One message row as exported: every column, parts decoded."""
+class MessageRecord(NamedTuple):
+    """One message row as exported: every column, parts decoded.
+
+    In ``Database.message_rows``' column order: it is one of its rows, and
+    ``Database.import_rows`` takes it as one.
+    """
 
     id: str
     session_id: str
@@ -89,27 +82,8 @@ class MessageRecord:
 
 
 def message_records(db: Database, session_id: str) -> list[MessageRecord]:
-    out = []
-    for row in db.connection.execute(_MESSAGE_ROWS, (session_id,)).fetchall():
-        mid, sid, role, parts, model, provider, summary, created, updated, finished = row
-        mid = cast(str, mid)
-        if not isinstance(parts, str | bytes):
-            raise CorruptRecord(f"parts is {type(parts).__name__}, not text", message_id=mid)
-        out.append(
-            MessageRecord(
-                id=mid,
-                session_id=cast(str, sid),
-                role=cast(str, role),
-                parts=decode_parts(parts, message_id=mid),
-                model=cast("str | None", model),
-                provider=cast("str | None", provider),
-                is_summary_message=bool(summary),
-                created_at=cast(int, created),
-                updated_at=cast(int, updated),
-                finished_at=cast("int | None", finished),
-            )
-        )
-    return out
+    """The session's messages as ``Database.message_rows`` reads them, oldest first."""
+    return [MessageRecord._make(row) for row in db.message_rows(session_id)]
 
 
 # -- JSONL --------------------------------------------------------------------------------
@@ -302,21 +276,6 @@ def _parse_message(obj: dict[str, Any], where: str) -> MessageRecord:
     )
 
 
-_SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
-_MESSAGE_EXISTS = "SELECT 1 FROM messages WHERE id = ?"
-_INSERT_SESSION = """INSERT INTO sessions (id, parent_session_id, title, message_count,
-    prompt_tokens, completion_tokens, cost, summary_message_id, todos, updated_at, created_at)
-VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"""
-_INSERT_MESSAGE = """INSERT INTO messages (id, session_id, role, parts, model, provider,
-    is_summary_message, created_at, updated_at, finished_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
-
-
-def _new_ids(con: apsw.Connection, ids: Iterable[str], exists_sql: str) -> dict[str, str]:
-    """old -> new for the ids the database already has."""
-    return {old: str(uuid.uuid4()) for old in ids if con.execute(exists_sql, (old,)).fetchall()}
-
-
 def import_jsonl(db: Database, lines: Iterable[bytes], *, name: str = "input") -> ImportResult:
     """Parse an export and load it into ``db``; see ``import_export``."""
     return import_export(db, read_export(lines, name=name))
@@ -325,48 +284,7 @@ def import_jsonl(db: Database, lines: Iterable[bytes], *, name: str = "input") -
 def import_export(db: Database, data: ExportData) -> ImportResult:
     """Load a parsed export into ``db``: all of it in one transaction, or nothing."""
     sessions, messages = data.sessions, data.messages
-    con = db.connection
-    try:
-        with con:  # one transaction: a failure leaves the file as it was
-            s_map = _new_ids(con, (s.id for s in sessions), _SESSION_EXISTS)
-            m_map = _new_ids(con, (m.id for m in messages), _MESSAGE_EXISTS)
-            for s in sessions:
-                parent = s.parent_session_id
-                con.execute(
-                    _INSERT_SESSION,
-                    (
-                        s_map.get(s.id, s.id),
-                        s_map.get(parent, parent) if parent is not None else None,
-                        s.title,
-                        s.prompt_tokens,
-                        s.completion_tokens,
-                        s.cost,
-                        m_map.get(s.summary_message_id, s.summary_message_id)
-                        if s.summary_message_id is not None
-                        else None,
-                        s.todos,
-                        s.updated_at,
-                        s.created_at,
-                    ),
-                )
-            for m in messages:
-                con.execute(
-                    _INSERT_MESSAGE,
-                    (
-                        m_map.get(m.id, m.id),
-                        s_map.get(m.session_id, m.session_id),
-                        m.role,
-                        encode_parts(m.parts),
-                        m.model,
-                        m.provider,
-                        int(m.is_summary_message),
-                        m.created_at,
-                        m.updated_at,
-                        m.finished_at,
-                    ),
-                )
-    except apsw.Error as e:
-        raise MsgstoreError(f"import into {db.path} failed, nothing was imported: {e}") from e
+    s_map, m_map = db.import_rows(sessions, messages)
     return ImportResult(len(sessions), len(messages), s_map, m_map)
 
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, TypeAlias
 
-from ._content import (
+from msgstore import (
     BinaryContent,
     Finish,
     ImageURLContent,
@@ -22,13 +22,14 @@ from ._content import (
     Part,
     ReasoningContent,
     Role,
+    Session,
     ShellCommand,
     TextContent,
     ToolCall,
     ToolResult,
 )
+
 from ._inspect import FileStats
-from ._storage import Session
 
 # (text, rich style or "")
 Line: TypeAlias = tuple[str, str]

@@ -1,4 +1,6 @@
-"""Terminal-change detection: which updates must be written before ``update`` returns.
+"""The structure of a message state, and which changes of it are terminal.
+
+A terminal update must be written before ``update`` returns.
 
 A state is compared with the last written one through its *structure*: is it finished,
 the ``finished`` flag of each tool call in order, and whether reasoning has ended. The

@@ -1,10 +1,11 @@
 """``msgstore demo``: a simulated agent streams several conversations through the service.
 
-Everything goes through the real ``open_message_service`` on a real SQLite file:
-prompts are ``create``d, replies stream reasoning, text and tool calls token by token
-through ``update``, tool results come back as ``tool`` messages. A view subscribed to
-the broker shows the messages grow, with the service's counters beside them. The
-pace is Trio time (``trio.sleep``), ``speed`` times faster than a real model.
+Everything goes through the real ``open_message_service`` on a real SQLite file: each
+conversation is a session made, and at the end given its tokens and cost, through
+``svc.sessions``; prompts are ``create``d, replies stream reasoning, text and tool calls
+token by token through ``update``, tool results come back as ``tool`` messages. A view
+subscribed to the broker shows the messages grow, with the service's counters beside
+them. The pace is Trio time (``trio.sleep``), ``speed`` times faster than a real model.
 """
 
 from __future__ import annotations
@@ -20,12 +21,23 @@ from pathlib import Path
 import attrs
 import trio
 
-from ._broker import Event, EventType
-from ._content import FinishReason, Message, Role, TextContent, ToolCall, ToolResult
+from msgstore import (
+    Event,
+    EventType,
+    FinishReason,
+    Message,
+    MessageService,
+    Role,
+    ServiceStatistics,
+    TextContent,
+    ToolCall,
+    ToolResult,
+    connect,
+    open_message_service,
+)
+
 from ._demo_scripts import SCRIPTS, Script, Turn, tokens
 from ._demo_view import PlainView, View, pick_view
-from ._service import MessageService, ServiceStatistics, open_message_service
-from ._storage import Database, connect
 
 MODEL = "demo-sonnet"
 PROVIDER = "simulated"
@@ -123,8 +135,10 @@ class DemoState:
             async with service.subscribe() as events:
                 task_status.started()
                 async for event in events:
+                    message = event.payload
+                    if not isinstance(message, Message):
+                        continue  # a session's (``svc.sessions``): the view follows messages
                     self.events += 1
-                    message: Message = event.payload
                     if event.type is EventType.DELETED:
                         self.messages.pop(message.id, None)
                     else:
@@ -137,10 +151,9 @@ class DemoState:
 class Agent:
     """Plays the model and the tools for each conversation, at a human-plausible pace."""
 
-    def __init__(self, state: DemoState, service: MessageService, db: Database) -> None:
+    def __init__(self, state: DemoState, service: MessageService) -> None:
         self.state = state
         self.service = service
-        self.db = db
         self.speed = state.options.speed
         self.seed = state.options.seed
 
@@ -158,7 +171,7 @@ class Agent:
         # a seeded run says.
         seed = None if self.seed is None else f"{self.seed}/{conversation.index}"
         rng = random.Random(seed)
-        session = self.db.create_session(conversation.title)
+        session = await self.service.sessions.create(conversation.title)
         state.bind(conversation, session.id)
         await self.pause(rng.uniform(0.0, 1.2))  # people do not all type at once
         await self._create(conversation, Role.USER, [TextContent(script.prompt)])
@@ -168,14 +181,13 @@ class Agent:
             prompt_tokens += await self._turn(conversation, turn, rng)
         conversation.done = True
         completion = conversation.tokens
-        self.db.connection.execute(
-            "UPDATE sessions SET prompt_tokens = ?, completion_tokens = ?, cost = ? WHERE id = ?",
-            (
-                prompt_tokens,
-                completion,
-                prompt_tokens * PROMPT_PRICE + completion * COMPLETION_PRICE,
-                session.id,
-            ),
+        await self.service.sessions.save(
+            attrs.evolve(
+                session,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion,
+                cost=prompt_tokens * PROMPT_PRICE + completion * COMPLETION_PRICE,
+            )
         )
 
     async def _create(
@@ -285,7 +297,7 @@ async def run_demo(options: DemoOptions, view: View) -> DemoResult:
                 state.service = svc
                 await nursery.start(state.follow, svc, lambda e: view.event(state, e))
                 nursery.start_soon(_tick, state, view)
-                agent = Agent(state, svc, db)
+                agent = Agent(state, svc)
                 async with trio.open_nursery() as agents:
                     for conversation, script in zip(state.conversations, scripts, strict=True):
                         agents.start_soon(agent.converse, conversation, script)

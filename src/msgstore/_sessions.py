@@ -1,0 +1,114 @@
+"""Sessions: crush's ``session.Service`` on Trio.
+
+Sessions are not streamed, so they need no actor: each call is one short statement
+on the Trio thread, waiting out another connection's lock on Trio time like the
+message actors do. Every change is published on the broker (when there is one) as an
+``Event`` whose payload is the stored ``Session``, by must-deliver: a UI shows titles,
+token counts and costs from them.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import attrs
+import trio
+
+from ._broker import Broker, EventType
+from ._busy import wait_out_busy
+from ._errors import InvalidUpdate
+from ._storage import Database, Session
+
+T = TypeVar("T")
+
+
+class SessionService:
+    """Create, read, save and delete sessions (crush's ``session.Service``).
+
+    ``SessionService(db)`` works on its own; a message service offers one bound to
+    itself as ``svc.sessions``, which publishes on the service's broker and deletes a
+    session's messages through their actors (their buffered states are dropped and
+    each publishes ``deleted``) before the session row goes.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        broker: Broker | None = None,
+        busy_timeout: float = 30.0,
+        delete_messages: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.db = db
+        self._broker = broker
+        self._busy_timeout = busy_timeout
+        self._delete_messages = delete_messages
+
+    async def create(self, title: str, *, parent_session_id: str | None = None) -> Session:
+        """Create a session (a sub-session when ``parent_session_id`` is given)."""
+        if not isinstance(title, str):
+            raise InvalidUpdate(f"session title must be str, got {type(title).__name__}")
+        session = await self._write(
+            lambda: self.db.create_session(title, parent_session_id=parent_session_id)
+        )
+        self._publish(EventType.CREATED, session)
+        return session
+
+    async def get(self, id: str) -> Session:
+        """The session; ``SessionNotFound`` when there is none."""
+        await trio.lowlevel.checkpoint()
+        return self.db.get_session(id)
+
+    async def list(self) -> builtins.list[Session]:
+        """Top-level sessions (no parent), newest ``updated_at`` first."""
+        await trio.lowlevel.checkpoint()
+        sessions = self.db.list_sessions()
+        # Stable: sessions updated in the same second keep their newest-created order.
+        sessions.sort(key=lambda s: s.updated_at, reverse=True)
+        return sessions
+
+    async def save(self, session: Session) -> Session:
+        """Store title, prompt/completion tokens, cost, summary message id and todos;
+        return the session as stored (``updated_at`` set by the database)."""
+        if not isinstance(session, Session):
+            raise InvalidUpdate(f"save() needs a Session, got {type(session).__name__}")
+        stored = await self._write(lambda: self.db.save_session(session))
+        self._publish(EventType.UPDATED, stored)
+        return stored
+
+    async def add_usage(
+        self,
+        id: str,
+        *,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost: float = 0.0,
+    ) -> Session:
+        """Add to a session's token counts and cost (what a finished turn used)."""
+        session = self.db.get_session(id)
+        return await self.save(
+            attrs.evolve(
+                session,
+                prompt_tokens=session.prompt_tokens + prompt_tokens,
+                completion_tokens=session.completion_tokens + completion_tokens,
+                cost=session.cost + cost,
+            )
+        )
+
+    async def delete(self, id: str) -> None:
+        """Delete the session and its messages; ``SessionNotFound`` when there is none."""
+        session = self.db.get_session(id)
+        if self._delete_messages is not None:
+            await self._delete_messages(id)
+        await self._write(lambda: self.db.delete_session(id))
+        self._publish(EventType.DELETED, session)
+
+    async def _write(self, write: Callable[[], T]) -> T:
+        with self.db.without_busy_handler():
+            return await wait_out_busy(write, busy_timeout=self._busy_timeout)
+
+    def _publish(self, type: EventType, session: Session) -> None:
+        if self._broker is not None:
+            self._broker.post(type, session)

@@ -1,0 +1,53 @@
+"""The service's counters, and the snapshot ``MessageService.statistics()`` returns."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.define
+class Counters:
+    """Running totals, shared by the service and its actors (each adds its own)."""
+
+    updates: int = 0
+    writes: int = 0
+    write_errors: int = 0
+    restarts: int = 0
+    stopped_actors: int = 0
+    busy_waits: int = 0
+
+    def busy_wait(self) -> None:
+        self.busy_waits += 1
+
+
+@attrs.frozen
+class ServiceStatistics:
+    """A snapshot of a message service, as ``trio``'s ``statistics()`` methods give.
+
+    Counters run from the service's start; the others are the state right now.
+    """
+
+    #: Messages that have an actor (a task) right now. Actors with nothing to do retire
+    #: after ``idle_timeout``.
+    live_actors: int
+    #: Messages whose newest accepted state is not in the file yet (an open window, or
+    #: a failed write waiting for its retry).
+    buffered: int
+    #: ``update`` calls accepted.
+    updates: int
+    #: Successful writes of a message's parts (window, terminal and final writes).
+    writes: int
+    #: Writes that failed with a storage error (each is retried with backoff).
+    write_errors: int
+    #: Actors restarted by their supervisor after an unexpected error.
+    restarts: int
+    #: Actors their supervisor gave up on (too many failures in a short time).
+    stopped_actors: int
+    #: Sleeps on Trio time while another connection held the write lock.
+    busy_waits: int
+    #: Lossy events a full subscriber missed.
+    drops: int
+    #: Must-deliver events a subscriber stayed full for until their deadline.
+    must_deliver_drops: int
+    #: Current subscriptions.
+    subscribers: int
