@@ -42,7 +42,7 @@ from ._mailbox import TICK, Letter, Mailbox, Request, RequestKind, StateBox
 from ._reply import Reply
 from ._statistics import Counters
 from ._structure import Structure, is_terminal, structure_of
-from ._supervisor import RestartPolicy, supervise
+from ._supervisor import RestartPolicy, Supervisor
 
 logger = logging.getLogger("msgstore")
 
@@ -109,6 +109,10 @@ class ActorContext:
 _EMPTY: Final = Structure(False, (), False)  # a message before its row exists
 
 
+def _waiting(receive: trio.MemoryReceiveChannel[Letter]) -> int:
+    return receive.statistics().current_buffer_used
+
+
 class _Withdrawn(Exception):
     """The caller gave up before the actor acted (raised inside a write attempt)."""
 
@@ -157,16 +161,31 @@ class MessageActor:
     # -- the task ------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """The actor's task: its supervised life, then its last words."""
+        """The actor's task: its life, restarted after failures, then its last words.
+
+        Supervision one-for-one (``_supervisor.py``): an unexpected error runs the
+        body again with the buffer intact, until the restart policy says stop.
+        """
         ctx = self._ctx
+        supervisor: Supervisor | None = None  # made on the first failure
         try:
-            await supervise(
-                self._live,
-                ctx.restart_policy,
-                restarted=self._restarted,
-                stopped=self._stopped,
-                interrupted=ctx.interrupt,
-            )
+            while True:
+                try:
+                    await self._live()
+                    return
+                except trio.Cancelled:
+                    raise
+                except Exception as error:
+                    if supervisor is None:
+                        supervisor = Supervisor(ctx.restart_policy)
+                    if not supervisor.may_restart():
+                        self._stopped(error)
+                        return
+                    self._restarted(error, supervisor.recent_failures)
+                except BaseException as exc:  # KeyboardInterrupt: the program's, not ours
+                    ctx.interrupt(exc)
+                # Between lives: a body that fails at once must not spin the loop.
+                await trio.lowlevel.checkpoint()
         except trio.Cancelled:
             # The service is ending (or was cancelled): write what is still here.
             await self._last_words()
@@ -178,17 +197,18 @@ class MessageActor:
         in_hand = self._in_hand
         if in_hand is not None:
             await self._handle(in_hand)
+            del in_hand
         await self._due()
         while not self._ended:
-            letter = await receive.receive()
-            while True:
+            letter: Letter | None = await receive.receive()
+            while letter is not None:
                 await self._handle(letter)
                 if self._ended:
                     return
-                try:
-                    letter = receive.receive_nowait()
-                except trio.WouldBlock:
-                    break
+                # Take what else has arrived before looking at the clock. (Checked, not
+                # tried: a WouldBlock raised here would keep a frame object alive per
+                # actor.)
+                letter = receive.receive_nowait() if _waiting(receive) else None
             await self._due()
 
     async def _handle(self, letter: Letter) -> None:

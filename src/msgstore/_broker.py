@@ -10,7 +10,6 @@ delays an actor's write.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 from collections import deque
@@ -246,11 +245,10 @@ class Broker:
                     event, deadline, delivery = sub.overflow[0]
                     delivered = False
                     with trio.move_on_at(deadline):
-                        # A closed subscriber has nobody left to deliver to.
-                        with contextlib.suppress(
-                            trio.BrokenResourceError, trio.ClosedResourceError
-                        ):
+                        try:
                             await sub.send.send(event)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            return  # the subscription has ended: nobody left to deliver to
                         delivered = True
                     sub.overflow.popleft()
                     if not delivered:

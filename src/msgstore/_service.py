@@ -43,6 +43,8 @@ from ._supervisor import RestartPolicy
 
 logger = logging.getLogger("msgstore")
 
+_ACTOR_TASK_NAME = "msgstore message actor"
+
 
 class MessageService:
     """Created by ``open_message_service`` (or ``run_message_service``), not directly."""
@@ -351,7 +353,8 @@ class MessageService:
         mailbox = Mailbox(base.with_parts([]), parts, structure, send, self._clock, self.debounce)
         actor = MessageActor(self._actors, mailbox, receive, stored)
         self._mailboxes[base.id] = mailbox
-        self._nursery.start_soon(actor.serve)
+        # One name for all: a name built per task would cost every live actor 80 bytes.
+        self._nursery.start_soon(actor.serve, name=_ACTOR_TASK_NAME)
         return mailbox
 
     def _forget(self, mailbox: Mailbox) -> None:
