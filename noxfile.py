@@ -29,7 +29,16 @@ def lowest(session: nox.Session) -> None:
 def crash(session: nox.Session) -> None:
     """The long reliability sweeps: fault injection, power loss, process kills."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "reliability", *session.posargs, env={"MSGSTORE_LONG_SWEEPS": "1"})
+    # The long sweeps run minutes per test: the hang detector gets room for them.
+    session.run(
+        "pytest",
+        "-m",
+        "reliability",
+        "-o",
+        "faulthandler_timeout=900",
+        *session.posargs,
+        env={"MSGSTORE_LONG_SWEEPS": "1"},
+    )
 
 
 @nox.session

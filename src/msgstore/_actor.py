@@ -227,7 +227,7 @@ class MessageActor:
                 await self._write(letter.reply)
             else:
                 letter.reply.set(None)
-        elif kind is RequestKind.WRITE:
+        elif kind is RequestKind.WRITE or kind is RequestKind.FLUSH:
             await self._write(letter.reply)
         elif kind is RequestKind.DELETE:
             await self._delete(letter.reply)
@@ -334,6 +334,7 @@ class MessageActor:
         delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
         self._failures += 1
         self._deadline = trio.current_time() + delay
+        self.mailbox.window_moved(self._deadline)
         self.mailbox.wake_actor_at(self._deadline)
         logger.warning(
             "write of message %s failed (%s); kept buffered, retrying in %.2f s",
@@ -433,7 +434,9 @@ class MessageActor:
         self._receive.close()
 
     def _answer_leftover(self, request: Request, reason: BaseException | None) -> None:
-        if reason is not None:
+        if request.kind is RequestKind.FLUSH and (reason is None or self.mailbox.deleted):
+            request.reply.set(None)  # nothing is left to write
+        elif reason is not None:
             request.reply.fail(reason)
         elif request.kind is RequestKind.CREATE or request.kind is RequestKind.DELETE:
             request.reply.fail(ServiceClosed("the message service has closed"))
@@ -472,59 +475,82 @@ class MessageActor:
         ctx.report(self.id, failure, not had_waiters or unwritten)
 
     async def _last_words(self) -> None:
-        """Write what this actor still holds as the service ends; answer every caller."""
+        """Write what this actor still holds as the service ends; answer every caller.
+
+        Repeated until nothing new has arrived: a caller's shielded clean-up (a
+        ``canceled`` finish after its turn was cancelled) may still hand over a state
+        while this runs, and the service accepts it until its shutdown begins.
+        """
         if self._ended:
             return
         ctx = self._ctx
-        box = self.mailbox.take_unsent_state()
-        if box is not None:
-            self._open(box)
-        requests: list[Request] = [] if self._in_hand is None else [self._in_hand]
-        while True:
+        closed = ServiceClosed("the message service has closed")
+        errors: list[BaseException] = []
+        with trio.CancelScope(shield=True, deadline=ctx.last_words_deadline()) as scope:
+            while True:
+                requests = self._take_everything()
+                try:
+                    await self._write_until_clean(errors)
+                finally:
+                    # Answered even when the deadline cuts the writing short.
+                    error = errors[-1] if errors else closed
+                    for request in requests:
+                        kind = request.kind
+                        if kind is RequestKind.CREATE or kind is RequestKind.DELETE:
+                            request.reply.fail(closed)
+                        elif self._dirty:
+                            request.reply.fail(error)
+                        else:
+                            request.reply.set(None)
+                if self._dirty or not (self.mailbox.holds_unwritten or _waiting(self._receive)):
+                    break  # written all there is, or could not write: nothing more to do
+        if self._dirty or self.mailbox.holds_unwritten:
+            why = errors[-1] if errors else None
+            if why is None or scope.cancelled_caught:
+                why = ServiceClosed(
+                    f"shutdown timed out after {ctx.shutdown_timeout:g} s"
+                    + (f" (last error: {why})" if why is not None else "")
+                )
+            logger.error("final write of message %s failed: %s", self.id, why)
+            ctx.report(self.id, why, True)
+        self._end(closed)
+
+    async def _write_until_clean(self, errors: list[BaseException]) -> None:
+        """Write, retrying storage errors with backoff; a bug or a vanished row ends it."""
+        ctx = self._ctx
+        while self._dirty:
             try:
-                letter = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+                await wait_out_busy(
+                    lambda: self._commit(None),
+                    busy_timeout=ctx.busy_timeout,
+                    on_wait=ctx.counters.busy_wait,
+                )
+            except MessageNotFound as exc:
+                errors.append(exc)
+                self._dirty = False
+            except StorageError as exc:
+                errors[:] = [exc]  # the latest is the one to report
+                ctx.counters.write_errors += 1
+                delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
+                self._failures += 1
+                await trio.sleep(delay)
+            except Exception as exc:  # a bug: no restart now, report it
+                errors.append(exc)
+                return
+
+    def _take_everything(self) -> list[Request]:
+        """Open every state that has arrived or waits in the mailbox; the requests."""
+        requests: list[Request] = [] if self._in_hand is None else [self._in_hand]
+        self._in_hand = None
+        while _waiting(self._receive):
+            letter = self._receive.receive_nowait()
             if type(letter) is StateBox:
                 self._open(letter)
             elif isinstance(letter, Request):
                 if letter.box is not None:
                     self._open(letter.box)
                 requests.append(letter)
-        self._in_hand = None
-        error: BaseException | None = None
-        with trio.CancelScope(shield=True, deadline=ctx.last_words_deadline()) as scope:
-            while self._dirty:
-                try:
-                    await wait_out_busy(
-                        lambda: self._commit(None),
-                        busy_timeout=ctx.busy_timeout,
-                        on_wait=ctx.counters.busy_wait,
-                    )
-                except MessageNotFound as exc:
-                    error = exc
-                    self._dirty = False
-                except StorageError as exc:
-                    error = exc
-                    ctx.counters.write_errors += 1
-                    delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
-                    self._failures += 1
-                    await trio.sleep(delay)
-                except Exception as exc:  # a bug: no restart now, report it
-                    error = exc
-                    break
-        if self._dirty:
-            why = error if error is not None else ServiceClosed("shutdown timed out")
-            if scope.cancelled_caught and error is None:
-                why = ServiceClosed(f"shutdown timed out after {ctx.shutdown_timeout:g} s")
-            logger.error("final write of message %s failed: %s", self.id, why)
-            ctx.report(self.id, why, True)
-        closed = ServiceClosed("the message service has closed")
-        for request in requests:
-            if request.kind not in (RequestKind.WRITE, RequestKind.WRITE_IF_TERMINAL):
-                request.reply.fail(closed)
-            elif self._dirty:
-                request.reply.fail(error or closed)
-            else:
-                request.reply.set(None)
-        self._end(ServiceClosed("the message service has closed"))
+        box = self.mailbox.take_unsent_state()
+        if box is not None:
+            self._open(box)
+        return requests

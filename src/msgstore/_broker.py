@@ -152,8 +152,10 @@ class Broker:
 
         ``async for`` over the channel ends when the broker's scope closes.
         """
-        await trio.lowlevel.checkpoint()
         size = self.buffer_size if buffer_size is None else buffer_size
+        if size < 1:
+            raise ValueError(f"buffer_size must be at least 1, got {size}")
+        await trio.lowlevel.checkpoint()
         send, receive = trio.open_memory_channel[Event](size)
         key = self._next_key
         self._next_key += 1

@@ -57,8 +57,10 @@ class StateBox:
 class RequestKind(enum.Enum):
     #: Write the state now if it is terminal against the last written state.
     WRITE_IF_TERMINAL = "write if terminal"
-    #: Write whatever is unwritten now (flush, ``debounce <= 0``).
+    #: Write this update's state now (``debounce <= 0``); MessageNotFound if deleted.
     WRITE = "write"
+    #: Write whatever is unwritten now (``flush``); nothing to do if deleted.
+    FLUSH = "flush"
     DELETE = "delete"
     CREATE = "create"
 
@@ -157,6 +159,12 @@ class Mailbox:
         return self.base.with_parts(list(self.latest))
 
     @property
+    def holds_unwritten(self) -> bool:
+        """Whether some accepted state is not in the file yet (for statistics)."""
+        box = self._box
+        return self.unwritten or (box is not None and not box.opened)
+
+    @property
     def has_unsent_state(self) -> bool:
         """A state the actor has not received yet (not even as a letter)."""
         box = self._box
@@ -164,9 +172,10 @@ class Mailbox:
 
     # -- callers -----------------------------------------------------------------------
 
-    def post(self, parts: list[Part], structure: Structure) -> None:
+    def post(self, parts: list[Part], structure: Structure, *, arm: bool = True) -> None:
         """Hand over a new state without waking the actor (it is written by the end of
-        its window, or with the next request)."""
+        its window, or with the next request). ``arm=False``: a request follows at
+        once and carries it, so the alarm is not set."""
         self.latest = parts
         self.latest_structure = structure
         box = self._box
@@ -181,7 +190,8 @@ class Mailbox:
         else:
             deadline = self._window_end = trio.current_time() + self._debounce
         self._box = StateBox(parts, structure, deadline)
-        self._clock.set_alarm(self, deadline)
+        if arm:
+            self._clock.set_alarm(self, deadline)
 
     async def request(self, kind: RequestKind, payload: Any = None) -> Any:
         """Send a request (with the unsent state) and wait for the actor's answer.
@@ -198,6 +208,11 @@ class Mailbox:
                 await self._send.send(letter)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._gone()
+            except BaseException:
+                # Cancelled while waiting for room: the box never left; the alarm
+                # delivers it at its deadline as if no request had been made.
+                self._put_back(letter.box)
+                raise
         return await reply.wait()
 
     def send_request(self, kind: RequestKind, payload: Any = None) -> Reply[Any] | None:
@@ -223,8 +238,9 @@ class Mailbox:
         return box
 
     def _put_back(self, box: StateBox | None) -> None:
-        if box is not None:
+        if box is not None and not box.opened:
             box.sent = False
+            self._clock.set_alarm(self, box.deadline)
 
     def _gone(self) -> None:
         if self.closed_by is not None:
@@ -236,21 +252,20 @@ class Mailbox:
     def on_alarm(self) -> None:
         """The window's deadline (send the box) or the actor's own alarm (a TICK)."""
         now = trio.current_time()
+        next_at = math.inf
         box = self._box
-        if box is not None and not box.opened and not box.sent and box.deadline <= now:
-            # Sent, the box stays the mailbox's until the actor opens it: tokens that
-            # arrive meanwhile still go into it.
-            box.sent = self._deliver(box)
-            if not box.sent:
-                self._clock.set_alarm(self, now + _FULL_RETRY)
-        elif self._tick_at <= now:
-            self._tick_at = math.inf
-            if not self._deliver(TICK):
-                self.wake_actor_at(now + _FULL_RETRY)
-        next_at = self._tick_at
-        if self.has_unsent_state:
-            assert box is not None
-            next_at = min(next_at, box.deadline)
+        if box is not None and not box.opened and not box.sent:
+            if box.deadline > now:
+                next_at = box.deadline
+            else:
+                # Sent, the box stays the mailbox's until the actor opens it: tokens
+                # that arrive meanwhile still go into it.
+                box.sent = self._deliver(box)
+                if not box.sent:
+                    next_at = now + _FULL_RETRY  # the channel is full: try again soon
+        if self._tick_at <= now:
+            self._tick_at = math.inf if self._deliver(TICK) else now + _FULL_RETRY
+        next_at = min(next_at, self._tick_at)
         if next_at < math.inf:
             self._clock.set_alarm(self, next_at)
 
@@ -264,6 +279,11 @@ class Mailbox:
         return True
 
     # -- the actor ---------------------------------------------------------------------
+
+    def window_moved(self, deadline: float) -> None:
+        """The actor's unwritten state is now due at ``deadline`` (a retry's backoff):
+        later states join it then, instead of each waking the actor at once."""
+        self._window_end = deadline
 
     def wake_actor_at(self, when: float) -> None:
         """Send the actor a ``TICK`` at ``when`` (the earliest time asked for wins)."""

@@ -95,6 +95,7 @@ class MessageService:
             broker=broker,
             busy_timeout=busy_timeout,
             delete_messages=self.delete_session_messages,
+            on_busy_wait=self._counters.busy_wait,
         )
 
     # -- writes --------------------------------------------------------------------------
@@ -170,7 +171,7 @@ class MessageService:
                 f"message {message.id!r} parts must be a list of parts, "
                 f"got {type(message.parts).__name__}"
             ) from None
-        mailbox = self._mailboxes.get(message.id)
+        mailbox = self._mailboxes.get(message.id)  # a Message's id is a str
         if mailbox is None:
             mailbox = self._mailbox_for(message)
         elif message.session_id != mailbox.base.session_id or message.role != mailbox.base.role:
@@ -184,15 +185,16 @@ class MessageService:
         except InvalidPart as exc:
             raise InvalidUpdate(str(exc)) from exc
         self._counters.updates += 1
-        mailbox.post(parts, structure)
         if self.debounce <= 0:
+            mailbox.post(parts, structure, arm=False)  # the request carries it
             kind = RequestKind.WRITE
-        elif structure is previous and not structure.finished and not mailbox.unconfirmed:
-            # Per token: the structure is unchanged, so nothing terminal can have
-            # happened. A schedule point, and the actor is not woken.
-            await trio.lowlevel.checkpoint()
-            return
         else:
+            mailbox.post(parts, structure)
+            if structure is previous and not structure.finished and not mailbox.unconfirmed:
+                # Per token: the structure is unchanged, so nothing terminal can have
+                # happened. A schedule point, and the actor is not woken.
+                await trio.lowlevel.checkpoint()
+                return
             kind = RequestKind.WRITE_IF_TERMINAL
         mailbox.unconfirmed = True
         await mailbox.request(kind)
@@ -203,12 +205,13 @@ class MessageService:
 
         That includes a write already under way. A no-op when nothing is pending.
         """
+        _check_id(message_id)
         mailbox = self._mailboxes.get(message_id)
         if mailbox is None:
             await trio.lowlevel.checkpoint()
             return
         with contextlib.suppress(ActorGone):
-            await mailbox.request(RequestKind.WRITE)
+            await mailbox.request(RequestKind.FLUSH)
 
     async def flush_all(self) -> None:
         """``flush`` for every message; raises the first failure after trying them all."""
@@ -216,9 +219,9 @@ class MessageService:
         replies: list[Reply[Any]] = []
         for mailbox in builtins.list(self._mailboxes.values()):
             try:
-                reply = mailbox.send_request(RequestKind.WRITE)
+                reply = mailbox.send_request(RequestKind.FLUSH)
                 if reply is None:  # its channel is full: wait for room
-                    await mailbox.request(RequestKind.WRITE)
+                    await mailbox.request(RequestKind.FLUSH)
                 else:
                     replies.append(reply)
             except ActorGone:
@@ -242,11 +245,10 @@ class MessageService:
     async def delete(self, message_id: str) -> None:
         """Delete the row, drop any buffered state, publish ``deleted``."""
         self._check_open()
+        _check_id(message_id)
         while True:
             mailbox = self._mailboxes.get(message_id)
             if mailbox is None:
-                if not isinstance(message_id, str):
-                    raise InvalidUpdate(f"message id must be str, got {type(message_id).__name__}")
                 row = self.db.stored_message(message_id)
                 mailbox = self._start_actor(row, row)
             try:
@@ -268,6 +270,7 @@ class MessageService:
     async def get(self, message_id: str) -> Message:
         """The newest state accepted for the message, buffered or written."""
         await trio.lowlevel.checkpoint()
+        _check_id(message_id)
         mailbox = self._mailboxes.get(message_id)
         if mailbox is not None and not mailbox.deleted:
             return mailbox.message()
@@ -317,7 +320,7 @@ class MessageService:
         mailboxes = self._mailboxes.values()
         return ServiceStatistics(
             live_actors=len(self._mailboxes),
-            buffered=sum(1 for m in mailboxes if m.unwritten or m.has_unsent_state),
+            buffered=sum(1 for m in mailboxes if m.holds_unwritten),
             updates=counters.updates,
             writes=counters.writes,
             write_errors=counters.write_errors,
@@ -338,8 +341,7 @@ class MessageService:
     def _mailbox_for(self, message: Message) -> Mailbox:
         """Start an actor for a message that has none: the row is read once, which
         proves the id exists and gives the baseline for terminal changes."""
-        if not isinstance(message.id, str):
-            raise InvalidUpdate(f"message id must be str, got {type(message.id).__name__}")
+        _check_id(message.id)
         row = self.db.stored_message(message.id)
         if message.session_id != row.session_id or message.role != row.role:
             raise _not_this_message(message, row)
@@ -386,6 +388,11 @@ class MessageService:
                 # The actors' last words try again and report what stays unwritten.
                 logger.debug("final flush: %s", exc)
         self._nursery.cancel_scope.cancel()
+
+
+def _check_id(message_id: object) -> None:
+    if type(message_id) is not str:
+        raise InvalidUpdate(f"message id must be str, got {type(message_id).__name__}")
 
 
 def _not_this_message(message: Message, stored: Message) -> InvalidUpdate:

@@ -13,12 +13,11 @@ import builtins
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import attrs
 import trio
 
 from ._broker import Broker, EventType
 from ._busy import wait_out_busy
-from ._errors import InvalidUpdate
+from ._errors import InvalidPart, InvalidUpdate
 from ._storage import Database, Session
 
 T = TypeVar("T")
@@ -40,16 +39,20 @@ class SessionService:
         broker: Broker | None = None,
         busy_timeout: float = 30.0,
         delete_messages: Callable[[str], Awaitable[None]] | None = None,
+        on_busy_wait: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self._broker = broker
         self._busy_timeout = busy_timeout
         self._delete_messages = delete_messages
+        self._on_busy_wait = on_busy_wait
 
     async def create(self, title: str, *, parent_session_id: str | None = None) -> Session:
         """Create a session (a sub-session when ``parent_session_id`` is given)."""
         if not isinstance(title, str):
             raise InvalidUpdate(f"session title must be str, got {type(title).__name__}")
+        if parent_session_id is not None:
+            self.db.get_session(parent_session_id)  # SessionNotFound: no orphans
         session = await self._write(
             lambda: self.db.create_session(title, parent_session_id=parent_session_id)
         )
@@ -74,7 +77,10 @@ class SessionService:
         return the session as stored (``updated_at`` set by the database)."""
         if not isinstance(session, Session):
             raise InvalidUpdate(f"save() needs a Session, got {type(session).__name__}")
-        stored = await self._write(lambda: self.db.save_session(session))
+        try:
+            stored = await self._write(lambda: self.db.save_session(session))
+        except InvalidPart as exc:
+            raise InvalidUpdate(str(exc)) from exc
         self._publish(EventType.UPDATED, stored)
         return stored
 
@@ -86,16 +92,23 @@ class SessionService:
         completion_tokens: int = 0,
         cost: float = 0.0,
     ) -> Session:
-        """Add to a session's token counts and cost (what a finished turn used)."""
-        session = self.db.get_session(id)
-        return await self.save(
-            attrs.evolve(
-                session,
-                prompt_tokens=session.prompt_tokens + prompt_tokens,
-                completion_tokens=session.completion_tokens + completion_tokens,
-                cost=session.cost + cost,
+        """Add to a session's token counts and cost (what a finished turn used).
+
+        One statement adds to what the row holds, so concurrent calls never lose one.
+        """
+        try:
+            stored = await self._write(
+                lambda: self.db.add_session_usage(
+                    id,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost=cost,
+                )
             )
-        )
+        except InvalidPart as exc:
+            raise InvalidUpdate(str(exc)) from exc
+        self._publish(EventType.UPDATED, stored)
+        return stored
 
     async def delete(self, id: str) -> None:
         """Delete the session and its messages; ``SessionNotFound`` when there is none."""
@@ -107,7 +120,9 @@ class SessionService:
 
     async def _write(self, write: Callable[[], T]) -> T:
         with self.db.without_busy_handler():
-            return await wait_out_busy(write, busy_timeout=self._busy_timeout)
+            return await wait_out_busy(
+                write, busy_timeout=self._busy_timeout, on_wait=self._on_busy_wait
+            )
 
     def _publish(self, type: EventType, session: Session) -> None:
         if self._broker is not None:

@@ -81,6 +81,13 @@ SET
 WHERE id = ?
 RETURNING {_SESSION_COLUMNS}"""
 _DELETE_SESSION = "DELETE FROM sessions\nWHERE id = ?"
+_ADD_SESSION_USAGE = f"""UPDATE sessions
+SET
+    prompt_tokens = prompt_tokens + ?,
+    completion_tokens = completion_tokens + ?,
+    cost = cost + ?
+WHERE id = ?
+RETURNING {_SESSION_COLUMNS}"""
 
 _CREATE_MESSAGE = f"""INSERT INTO messages (
     id,
@@ -416,6 +423,31 @@ class Database(ReportQueries):
         rows = self._rows(_SAVE_SESSION, params, f"save session {session.id!r}")
         if not rows:
             raise SessionNotFound(f"no session {session.id!r}")
+        return _session(rows[0])
+
+    def add_session_usage(
+        self, id: str, *, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float = 0.0
+    ) -> Session:
+        """Add a turn's tokens and cost to what the session's row holds, in one statement."""
+        for name, value in (
+            ("prompt_tokens", prompt_tokens),
+            ("completion_tokens", completion_tokens),
+        ):
+            if type(value) is not int or value < 0:
+                raise InvalidPart(f"{name} to add must be an int >= 0, got {value!r}")
+        if (
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not 0 <= cost < float("inf")
+        ):
+            raise InvalidPart(f"cost to add must be a finite number >= 0, got {cost!r}")
+        rows = self._rows(
+            _ADD_SESSION_USAGE,
+            (prompt_tokens, completion_tokens, float(cost), id),
+            f"add usage to session {id!r}",
+        )
+        if not rows:
+            raise SessionNotFound(f"no session {id!r}")
         return _session(rows[0])
 
     def delete_session(self, id: str) -> None:
