@@ -11,7 +11,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 def tests(session: nox.Session) -> None:
     """The test suite (the fast part of the reliability sweeps included)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "not slow", *session.posargs)
+    session.run("pytest", *session.posargs)
 
 
 # The oldest versions pyproject.toml admits; the suite must pass on them too.
@@ -22,7 +22,7 @@ LOWEST = ["trio==0.27.0", "trio-util==0.8.0", "apsw==3.46.1.0", "cattrs==25.1.1"
 def lowest(session: nox.Session) -> None:
     """The test suite on the lowest supported dependency versions."""
     session.install("-e", ".[test]", *LOWEST)
-    session.run("pytest", "-m", "not slow and not reliability", *session.posargs)
+    session.run("pytest", "-m", "not reliability", *session.posargs)
 
 
 @nox.session

@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--jsonl", type=Path, metavar="FILE", help="append every row's JSON line to FILE"
     )
     p.add_argument(
+        "--from-jsonl",
+        type=Path,
+        metavar="FILE",
+        help="run nothing: render the report from the rows a --jsonl FILE holds (of the "
+        "cases chosen; the median run of each row, as --repeat keeps)",
+    )
+    p.add_argument(
         "--gobench",
         metavar="PATH",
         help="the Go reference binary (default: $GOBENCH, then "
@@ -226,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         numbers = _parse_cases(args.case) if args.case else sorted(table)
         cases = [table[n] for n in numbers]
+    if args.from_jsonl is not None:
+        return render_saved(args, cases)
     gobench = find_gobench(args.gobench)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="msgstore-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -324,6 +333,24 @@ def render(
         "```",
     ]
     return lines
+
+
+def render_saved(args: argparse.Namespace, cases: list[Case]) -> int:
+    """The report of rows run earlier (``--from-jsonl``), without running any."""
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for line in args.from_jsonl.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            runs.setdefault((r["case"], r["row"]), []).append(r)
+    numbers = {c.number for c in cases}
+    results = {key: median_run(rs) for key, rs in runs.items() if key[0] in numbers}
+    command = f"python -m benchmarks --from-jsonl {args.from_jsonl} (rows as run earlier)"
+    lines = render(results, cases, command, quick=args.quick, elapsed=0.0)
+    print("\n".join(lines))
+    if args.results:
+        write_results(args.results, lines)
+        print(f"\nwrote {args.results}")
+    return 0
 
 
 def mixed_sources_warning(results: report.Results) -> list[str]:

@@ -167,15 +167,21 @@ def targets(results: Results) -> list[Target]:
         None if None in (a, d) else a >= 0.25 * d,
         f"{a:,.0f} vs Go {d:,.0f} (ratio {a / d:.3f}, target 0.25)" if a and d else "",
     )
-    for case in (1, 2):
-        p99 = _get(results, case, "a", "terminal_p99_us")
+    # Issue #10 (every write in the actor's task): terminal p99 <= 3 ms, stretch 2 ms.
+    p99 = _get(results, 1, "a", "terminal_p99_us")
+    for limit_ms in (3, 2):
+        stretch = " (stretch)" if limit_ms == 2 else ""
         check(
-            f"case {case} terminal update p99 <= 1 ms",
-            None if p99 is None else p99 <= 1000,
-            f"{p99:,.0f} µs" + ("" if p99 <= 1000 else f" (missed by {p99 / 1000:.1f}x)")
+            f"case 1 terminal update p99 <= {limit_ms} ms{stretch}",
+            None if p99 is None else p99 <= limit_ms * 1000,
+            f"{p99:,.0f} µs"
+            + ("" if p99 <= limit_ms * 1000 else f" (missed by {p99 / limit_ms / 1000:.1f}x)")
             if p99 is not None
             else "",
         )
+    p99 = _get(results, 2, "a", "terminal_p99_us")
+    if p99 is not None:
+        out.append(Target("case 2 terminal update p99 (reported)", "INFO", f"{p99:,.0f} µs"))
     a, d = (
         _get(results, 4, "a", "wal_bytes_per_token"),
         _get(results, 4, "d", "wal_bytes_per_token"),
@@ -196,8 +202,8 @@ def targets(results: Results) -> list[Target]:
     kb = per_actor_kb(results, 5)
     alive = _get(results, 5, "a", "actors_alive_peak")
     check(
-        "case 5 <= 5 KB per live actor at peak",
-        None if kb is None else kb <= 5.0,
+        "case 5 <= 6 KB per live actor at peak",
+        None if kb is None else kb <= 6.0,
         f"{kb:.2f} KB per actor ({alive} actors alive at peak)" if kb is not None else "",
     )
     before, after = _get(results, 5, "a", "rss_before_mb"), _get(results, 5, "a", "rss_after_mb")

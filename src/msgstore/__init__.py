@@ -1,6 +1,6 @@
 """msgstore: a Trio message store for streaming LLM output, compatible with crush's files."""
 
-from ._broker import Broker, BrokerStatistics, Event, EventType, iter_batches, open_broker
+from ._broker import Broker, Event, EventType, iter_batches, open_broker
 from ._codec import decode_parts, encode_parts
 from ._content import (
     BinaryContent,
@@ -41,7 +41,6 @@ __all__ = [
     "ActorFailed",
     "BinaryContent",
     "Broker",
-    "BrokerStatistics",
     "CorruptRecord",
     "Database",
     "DatabaseBusy",

@@ -261,6 +261,7 @@ class MessageActor:
         if box.opened:
             return
         box.opened = True
+        self.mailbox.opened(box)
         self._parts = box.parts
         self._structure = box.structure
         if not self._dirty:

@@ -87,22 +87,6 @@ class _Delivery:
             self.done.set()
 
 
-@attrs.frozen
-class BrokerStatistics:
-    """A snapshot of the broker's counters."""
-
-    #: Current subscriptions.
-    subscriber_count: int
-    #: Lossy events a full subscriber missed, over all subscribers.
-    drop_count: int
-    #: Must-deliver events a subscriber was still full for at their deadline.
-    must_deliver_drop_count: int
-    #: Events published (each counted once, however many subscribers).
-    published: int
-    #: Must-deliver events waiting for room in a full subscriber right now.
-    waiting: int
-
-
 class Broker:
     """Delivers events to every current subscriber; made by ``open_broker``."""
 
@@ -134,15 +118,6 @@ class Broker:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def statistics(self) -> BrokerStatistics:
-        return BrokerStatistics(
-            subscriber_count=len(self._subscribers),
-            drop_count=self.drop_count,
-            must_deliver_drop_count=self.must_deliver_drop_count,
-            published=self.published,
-            waiting=sum(len(sub.overflow) for sub in self._subscribers.values()),
-        )
 
     @asynccontextmanager
     async def subscribe(

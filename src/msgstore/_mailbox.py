@@ -291,6 +291,12 @@ class Mailbox:
             self._tick_at = when
             self._clock.set_alarm(self, when)
 
+    def opened(self, box: StateBox) -> None:
+        """The actor has taken ``box``: the next state needs a new one (and the old one
+        is freed now, not when that comes)."""
+        if self._box is box:
+            self._box = None
+
     def take_unsent_state(self) -> StateBox | None:
         """The newest box, sent or not (the actor's last words at shutdown)."""
         box = self._box
