@@ -35,8 +35,14 @@ INT64_MAX = 2**63 - 1
 
 
 def text_json(text: str) -> str:
-    """The column value Go writes for a single text part holding ``text``."""
-    return encode_parts([TextContent(text)])
+    """The column value Go writes for a single text part holding ``text``.
+
+    Built around the validators, so that the encoder's own handling of lone
+    surrogates (which ``TextContent`` refuses) is tested too.
+    """
+    part = TextContent("")
+    object.__setattr__(part, "text", text)
+    return encode_parts([part])
 
 
 def wrap(tag: str, data_json: str) -> str:
@@ -186,7 +192,17 @@ def test_encode_writes_del_and_other_non_ascii_raw() -> None:
     assert text_json(text) == wrap("text", f'{{"text":"{text}"}}')
 
 
+def test_a_part_with_a_lone_surrogate_is_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidPart, match=r"TextContent.text holds a lone surrogate"):
+        TextContent("a\ud800b")
+    with pytest.raises(InvalidPart, match=r"ToolCall.input"):
+        ToolCall(id="c", input="\udfff")
+    with pytest.raises(InvalidPart, match=r"responses_data holds a lone surrogate"):
+        ReasoningContent(responses_data={"k": ["\ud800"]})
+
+
 def test_encode_turns_lone_surrogates_into_escaped_replacement_character() -> None:
+    # Defence in depth for a part made around the validators.
     encoded = text_json("a\ud800b\udfffc\ud83d\ude80")
     assert encoded == wrap("text", '{"text":"a\\ufffdb\\ufffdc\\ufffd\\ufffd"}')
     encoded.encode("utf-8")  # storable

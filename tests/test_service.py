@@ -302,8 +302,11 @@ async def _scripted_run(db: Database, session_id: str, debounce: float) -> Messa
 
 
 async def test_coalesced_and_immediate_runs_leave_identical_rows(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Finish and reasoning times are wall-clock seconds: the two runs must not straddle
+    # a second boundary.
+    monkeypatch.setattr("msgstore._content._now", lambda: 1_700_000_000)
     rows = []
     for debounce in (0.033, 0.0):
         path = tmp_path / f"run-{debounce}.db"

@@ -290,7 +290,7 @@ class MessageActor:
         self._failures = 0
         self._idle_at = trio.current_time() + ctx.idle_timeout
         mailbox = self.mailbox
-        mailbox.unwritten = mailbox.has_unsent_state
+        mailbox.written()
         ctx.counters.writes += 1
         broker = ctx.broker
         if broker.subscriber_count:
@@ -420,6 +420,7 @@ class MessageActor:
         mailbox = self.mailbox
         mailbox.closed_by = reason
         mailbox.unwritten = False
+        mailbox.unwritten_since = math.inf
         self._ctx.forget(mailbox)
         mailbox.close()
         in_hand, self._in_hand = self._in_hand, None
@@ -487,7 +488,7 @@ class MessageActor:
         ctx = self._ctx
         closed = ServiceClosed("the message service has closed")
         errors: list[BaseException] = []
-        with trio.CancelScope(shield=True, deadline=ctx.last_words_deadline()) as scope:
+        with trio.CancelScope(shield=True, deadline=ctx.last_words_deadline()):
             while True:
                 requests = self._take_everything()
                 try:
@@ -506,12 +507,10 @@ class MessageActor:
                 if self._dirty or not (self.mailbox.holds_unwritten or _waiting(self._receive)):
                     break  # written all there is, or could not write: nothing more to do
         if self._dirty or self.mailbox.holds_unwritten:
+            # The last storage error says why; with none, the time ran out (a lock).
             why = errors[-1] if errors else None
-            if why is None or scope.cancelled_caught:
-                why = ServiceClosed(
-                    f"shutdown timed out after {ctx.shutdown_timeout:g} s"
-                    + (f" (last error: {why})" if why is not None else "")
-                )
+            if why is None:
+                why = ServiceClosed(f"shutdown timed out after {ctx.shutdown_timeout:g} s")
             logger.error("final write of message %s failed: %s", self.id, why)
             ctx.report(self.id, why, True)
         self._end(closed)

@@ -464,6 +464,10 @@ def decode_parts(text: str | bytes, *, message_id: str | None = None) -> list[Pa
             data = _check_data(data, codec.tag, len(parts), message_id)
         try:
             parts.append(codec.decode(data))
+        except (InvalidPart, RecursionError) as exc:  # e.g. responses_data nested too deep
+            raise CorruptRecord(
+                f"part {len(parts)} ({codec.tag!r}): {exc}", message_id=message_id
+            ) from exc
         except BaseValidationError as exc:
             where = f"$[{len(parts)}].data"
             details = "; ".join(transform_error(exc, where, _format_error))

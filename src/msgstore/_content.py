@@ -10,7 +10,7 @@ import datetime
 import enum
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeAlias, TypeVar
 
 import attrs
@@ -65,7 +65,80 @@ def _check(kind: type, kind_name: str, *, allow_bool: bool = True) -> Callable[.
     return check
 
 
-_str = _check(str, "str")
+_is_str = _check(str, "str")
+
+#: How deeply ``responses_data`` may nest (objects and arrays). Deeper values are
+#: refused when a part is made: Python's JSON decoder recurses, so a row holding them
+#: could be written but never read back.
+MAX_JSON_DEPTH = 100
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a surrogate code point (which UTF-8 cannot store)."""
+    if text.isascii():  # O(1): CPython keeps the flag
+        return False
+    try:
+        # The strict UTF-32 codec is the quickest full check across str kinds.
+        text.encode("utf-32-le")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _surrogate_error(where: str, text: str) -> InvalidPart:
+    index = next(i for i, c in enumerate(text) if "\ud800" <= c <= "\udfff")
+    return InvalidPart(
+        f"{where} holds a lone surrogate {text[index]!r} at index {index}: it cannot be "
+        "stored as UTF-8 (decode your input with errors='replace')"
+    )
+
+
+def _str(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _is_str(instance, attribute, value)
+    if has_lone_surrogate(value):  # type: ignore[arg-type]
+        raise _surrogate_error(f"{type(instance).__name__}.{attribute.name}", value)  # type: ignore[arg-type]
+
+
+def check_text(value: object, where: str) -> str:
+    """``value`` if it is a str that UTF-8 can store; else ``InvalidPart`` naming ``where``."""
+    if type(value) is not str and not isinstance(value, str):
+        raise InvalidPart(f"{where} must be str, got {type(value).__name__} {value!r:.60}")
+    if has_lone_surrogate(value):
+        raise _surrogate_error(where, value)
+    return value
+
+
+def _json_depth_exceeds(value: object, limit: int) -> bool:
+    """Whether ``value`` nests objects and arrays deeper than ``limit`` (iteratively:
+    a recursive walk is what fails on such values)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _json_strings(value: object) -> Iterator[str]:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
 _is_int = _check(int, "int", allow_bool=False)
 _INT64 = range(-(2**63), 2**63)
 
@@ -87,9 +160,15 @@ def _json_object_or_none(instance: object, attribute: attrs.Attribute[Any], valu
     if isinstance(value, dict):
         # Checked here, not at write time: a value JSON cannot hold would make every
         # later write of the message fail, long after the caller could be told.
+        where = f"{type(instance).__name__}.{attribute.name}"
+        if _json_depth_exceeds(value, MAX_JSON_DEPTH):
+            raise InvalidPart(f"{where} nests deeper than {MAX_JSON_DEPTH} levels")
+        for text in _json_strings(value):
+            if has_lone_surrogate(text):
+                raise _surrogate_error(where, text)
         try:
             json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidPart(
                 f"{type(instance).__name__}.{attribute.name} must hold only JSON values: {exc}"
             ) from None
@@ -252,6 +331,20 @@ def _role(value: object) -> Role:
         ) from None
 
 
+def _evolved(part: _P, **changes: Any) -> _P:
+    """A copy of a valid ``part`` with ``changes``, which the caller has checked.
+
+    The helpers' per-token path: ``attrs.evolve`` would validate every field again,
+    and checking a whole text for lone surrogates on every token costs the length of
+    the text each time; the helpers check just the delta they add.
+    """
+    new = object.__new__(type(part))
+    for field in attrs.fields(type(part)):  # type: ignore[arg-type]
+        name = field.name
+        _set(new, name, changes[name] if name in changes else getattr(part, name))
+    return new
+
+
 # -- the message ----------------------------------------------------------------------
 
 
@@ -359,12 +452,11 @@ class Message:
         crush bug: the seed extends *every* text part; only the first (the one
         ``content()`` reads) is extended here.
         """
-        if type(delta) is not str:
-            raise InvalidPart(f"append_content delta must be str, got {type(delta).__name__}")
+        check_text(delta, "append_content delta")
         parts = self.parts
         for i, part in enumerate(parts):
             if type(part) is TextContent:
-                parts[i] = TextContent(part.text + delta)
+                parts[i] = _evolved(part, text=part.text + delta)
                 return
         parts.append(TextContent(delta))
 
@@ -374,11 +466,12 @@ class Message:
         i = self._first(ReasoningContent)
         if i < 0:
             return False
-        self.parts[i] = attrs.evolve(self.parts[i], **changes)
+        self.parts[i] = _evolved(self.parts[i], **changes)
         return True
 
     def append_reasoning_content(self, delta: str) -> None:
         """Extend the reasoning, or start a reasoning part with ``started_at`` = now."""
+        check_text(delta, "append_reasoning_content delta")
         i = self._first(ReasoningContent)
         if i >= 0:
             self._replace_reasoning(thinking=self.parts[i].thinking + delta)  # type: ignore[union-attr]
@@ -387,12 +480,15 @@ class Message:
 
     def append_reasoning_signature(self, signature: str) -> None:
         """Extend the reasoning's signature, or add a reasoning part holding just it."""
+        check_text(signature, "append_reasoning_signature signature")
         current = self.reasoning_content()
         if not self._replace_reasoning(signature=current.signature + signature):
             self.parts.append(ReasoningContent(signature=signature))
 
     def append_thought_signature(self, signature: str, tool_id: str) -> None:
         """Extend the Gemini thought signature and set its tool id, or add a part holding it."""
+        check_text(signature, "append_thought_signature signature")
+        check_text(tool_id, "append_thought_signature tool_id")
         current = self.reasoning_content()
         if not self._replace_reasoning(
             thought_signature=current.thought_signature + signature, tool_id=tool_id
@@ -401,7 +497,10 @@ class Message:
 
     def set_reasoning_responses_data(self, data: dict[str, Any] | None) -> None:
         """Attach OpenAI Responses metadata to the reasoning part (if there is one)."""
-        self._replace_reasoning(responses_data=data)
+        i = self._first(ReasoningContent)
+        if i >= 0:
+            reasoning: ReasoningContent = self.parts[i]  # type: ignore[assignment]
+            self.parts[i] = attrs.evolve(reasoning, responses_data=data)  # validated
 
     def finish_thinking(self) -> None:
         """Stamp the reasoning's ``finished_at`` with now, once."""
@@ -426,17 +525,18 @@ class Message:
 
     def append_tool_call_input(self, tool_call_id: str, delta: str) -> None:
         """Extend a tool call's input (crush bug fixed: ``provider_executed`` is kept)."""
+        check_text(delta, "append_tool_call_input delta")
         i = self._tool_call_index(tool_call_id)
         if i >= 0:
             call: ToolCall = self.parts[i]  # type: ignore[assignment]
-            self.parts[i] = attrs.evolve(call, input=call.input + delta)
+            self.parts[i] = _evolved(call, input=call.input + delta)
 
     def finish_tool_call(self, tool_call_id: str) -> None:
         """Mark a tool call finished (crush bug fixed: ``provider_executed`` is kept)."""
         i = self._tool_call_index(tool_call_id)
         if i >= 0:
             call: ToolCall = self.parts[i]  # type: ignore[assignment]
-            self.parts[i] = attrs.evolve(call, finished=True)
+            self.parts[i] = _evolved(call, finished=True)
 
     def set_tool_calls(self, tool_calls: Iterable[ToolCall]) -> None:
         """Replace every tool call with these, appended at the end."""

@@ -44,9 +44,12 @@ _FULL_RETRY = 0.001
 class StateBox:
     """The newest accepted state of one window, replaced in place until opened."""
 
-    __slots__ = ("deadline", "opened", "parts", "sent", "structure")
+    __slots__ = ("deadline", "opened", "parts", "sent", "since", "structure")
 
-    def __init__(self, parts: list[Part], structure: Structure, deadline: float) -> None:
+    def __init__(
+        self, parts: list[Part], structure: Structure, deadline: float, since: float
+    ) -> None:
+        self.since = since  # when its first state was accepted
         self.parts = parts
         self.structure = structure
         self.deadline = deadline  # when the window ends: written by then
@@ -118,6 +121,7 @@ class Mailbox:
         "latest_structure",
         "unconfirmed",
         "unwritten",
+        "unwritten_since",
     )
 
     def __init__(
@@ -142,6 +146,8 @@ class Mailbox:
         self.unconfirmed = False
         #: Set by the actor: whether it holds state it has not written.
         self.unwritten = False
+        #: When the oldest state not yet in the file was accepted (inf: none).
+        self.unwritten_since = math.inf
         #: Set by the actor when it deleted the row: reads go to the file.
         self.deleted = False
         #: Set by the actor when it ended for a reason callers must hear (None: retired).
@@ -183,13 +189,16 @@ class Mailbox:
             box.parts = parts
             box.structure = structure
             return
+        now = trio.current_time()
         if self.unwritten:
             # The actor already holds unwritten state (its window is open): this box
             # belongs to the same window and is due at the same time.
             deadline = self._window_end
         else:
-            deadline = self._window_end = trio.current_time() + self._debounce
-        self._box = StateBox(parts, structure, deadline)
+            deadline = self._window_end = now + self._debounce
+        if self.unwritten_since == math.inf:
+            self.unwritten_since = now
+        self._box = StateBox(parts, structure, deadline, now)
         if arm:
             self._clock.set_alarm(self, deadline)
 
@@ -279,6 +288,13 @@ class Mailbox:
         return True
 
     # -- the actor ---------------------------------------------------------------------
+
+    def written(self) -> None:
+        """The actor wrote what it held: only a box it has not opened is unwritten."""
+        box = self._box
+        pending = box is not None and not box.opened and not box.sent
+        self.unwritten = pending
+        self.unwritten_since = box.since if box is not None and not box.opened else math.inf
 
     def window_moved(self, deadline: float) -> None:
         """The actor's unwritten state is now due at ``deadline`` (a retry's backoff):

@@ -26,6 +26,7 @@ from ._broker import Broker, Event, open_broker
 from ._content import Finish, FinishReason, Message, Part, Role, check_parts
 from ._errors import (
     ActorFailed,
+    CorruptRecord,
     InvalidPart,
     InvalidUpdate,
     MessageNotFound,
@@ -249,7 +250,11 @@ class MessageService:
         while True:
             mailbox = self._mailboxes.get(message_id)
             if mailbox is None:
-                row = self.db.stored_message(message_id)
+                try:
+                    row = self.db.stored_message(message_id)
+                except CorruptRecord:
+                    # Its parts cannot be read, but the row can still go.
+                    row = self.db.stored_message_header(message_id)
                 mailbox = self._start_actor(row, row)
             try:
                 await mailbox.request(RequestKind.DELETE)
@@ -317,10 +322,15 @@ class MessageService:
         """A snapshot of the service's state and counters (see ``ServiceStatistics``)."""
         broker = self.broker
         counters = self._counters
-        mailboxes = self._mailboxes.values()
+        unwritten = [m for m in self._mailboxes.values() if m.holds_unwritten]
         return ServiceStatistics(
             live_actors=len(self._mailboxes),
-            buffered=sum(1 for m in mailboxes if m.holds_unwritten),
+            buffered=len(unwritten),
+            oldest_unwritten_age=(
+                trio.current_time() - min(m.unwritten_since for m in unwritten)
+                if unwritten
+                else 0.0
+            ),
             updates=counters.updates,
             writes=counters.writes,
             write_errors=counters.write_errors,

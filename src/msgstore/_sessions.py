@@ -17,6 +17,7 @@ import trio
 
 from ._broker import Broker, EventType
 from ._busy import wait_out_busy
+from ._content import check_text
 from ._errors import InvalidPart, InvalidUpdate
 from ._storage import Database, Session
 
@@ -49,8 +50,10 @@ class SessionService:
 
     async def create(self, title: str, *, parent_session_id: str | None = None) -> Session:
         """Create a session (a sub-session when ``parent_session_id`` is given)."""
-        if not isinstance(title, str):
-            raise InvalidUpdate(f"session title must be str, got {type(title).__name__}")
+        try:
+            check_text(title, "session title")
+        except InvalidPart as exc:
+            raise InvalidUpdate(str(exc)) from exc
         if parent_session_id is not None:
             self.db.get_session(parent_session_id)  # SessionNotFound: no orphans
         session = await self._write(

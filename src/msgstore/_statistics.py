@@ -33,6 +33,10 @@ class ServiceStatistics:
     #: Messages whose newest accepted state is not in the file yet (an open window, or
     #: a failed write waiting for its retry).
     buffered: int
+    #: Seconds (Trio time) since the oldest state in ``buffered`` was accepted; 0 when
+    #: nothing is buffered. About ``debounce`` in steady state; more means the event
+    #: loop is saturated (windows are written late) or writes are failing.
+    oldest_unwritten_age: float
     #: ``update`` calls accepted.
     updates: int
     #: Successful writes of a message's parts (window, terminal and final writes).

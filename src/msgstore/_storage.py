@@ -20,7 +20,7 @@ import apsw
 
 from . import _schema
 from ._codec import decode_parts, encode_parts
-from ._content import Finish, Message, Part, Role
+from ._content import Finish, Message, Part, Role, check_text
 from ._errors import (
     CorruptRecord,
     DatabaseBusy,
@@ -127,6 +127,10 @@ FROM messages
 WHERE session_id = ? AND role = 'assistant' AND is_summary_message = 0
 ORDER BY created_at DESC, rowid DESC
 LIMIT 1"""
+_MESSAGE_HEADER = """SELECT id, session_id, role, model, created_at, updated_at, finished_at,
+    provider, is_summary_message
+FROM messages
+WHERE id = ? LIMIT 1"""
 _MESSAGE_IDS = """SELECT id
 FROM messages
 WHERE session_id = ?
@@ -349,6 +353,13 @@ class Database(ReportQueries):
 
     def _error(self, e: apsw.Error, doing: str) -> StorageError:
         if isinstance(e, apsw.BusyError | apsw.LockedError):
+            if self._busy_handler_off:
+                return DatabaseBusy(
+                    f"{doing}: {self.path!r} is locked by another connection; a message "
+                    "service runs on this connection with SQLite's busy handler off (it "
+                    "would freeze the event loop): use the service's async methods, such "
+                    "as svc.sessions, which wait on Trio time"
+                )
             return DatabaseBusy(f"{doing}: {self.path!r} is locked by another connection")
         if isinstance(e, apsw.ReadOnlyError) and self.read_only:
             return StorageError(f"{doing}: {self.path!r} is open read-only")
@@ -380,6 +391,10 @@ class Database(ReportQueries):
     ) -> Session:
         """Insert a session (crush's ``CreateSession``); ``id`` defaults to a new UUID4."""
         sid = str(uuid.uuid4()) if id is None else id
+        check_text(title, "session title")
+        check_text(sid, "session id")
+        if parent_session_id is not None:
+            check_text(parent_session_id, "parent_session_id")
         try:
             rows = self.connection.execute(
                 _CREATE_SESSION, (sid, parent_session_id, title, 0, 0, 0, 0.0)
@@ -409,8 +424,11 @@ class Database(ReportQueries):
             raise InvalidPart(f"session cost must be a number, got {session.cost!r}")
         if not session.cost >= 0 or session.cost == float("inf"):
             raise InvalidPart(f"session cost must be finite and >= 0, got {session.cost!r}")
-        if not isinstance(session.title, str):
-            raise InvalidPart(f"session title must be str, got {type(session.title).__name__}")
+        check_text(session.title, "session title")
+        for name in ("summary_message_id", "todos"):
+            value = getattr(session, name)
+            if value is not None:
+                check_text(value, f"session {name}")
         params = (
             session.title,
             session.prompt_tokens,
@@ -579,6 +597,14 @@ class Database(ReportQueries):
             _LAST_ASSISTANT_MESSAGE, (session_id,), f"last assistant message of {session_id!r}"
         )
         return _message(rows[0]) if rows else None
+
+    def stored_message_header(self, id: str) -> Message:
+        """The row's other columns, with no parts (nothing is decoded: a row whose parts
+        cannot be read still has a header, and can still be deleted)."""
+        rows = self._rows(_MESSAGE_HEADER, (id,), f"get message {id!r}")
+        if not rows:
+            raise MessageNotFound(f"no message {id!r}")
+        return _message((*rows[0][:3], "[]", *rows[0][3:]))
 
     def message_ids(self, session_id: str) -> list[str]:
         """A session's message ids, oldest first, without decoding any parts."""

@@ -11,12 +11,15 @@ The JSONL format, version 1, one JSON object per line:
 
 Import gives a session or message a new id when the target already has that id (or
 the file repeats one), rewriting the references to it; it never overwrites a row, and
-it loads the whole file in one transaction or nothing.
+it loads the whole file in one transaction or nothing. A file holding what no row can
+(an integer column outside int64, a lone surrogate in any string, JSON nested deeper
+than ``MAX_DEPTH``) is refused whole, naming the line, before the database is opened.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, Final, NamedTuple
@@ -151,12 +154,84 @@ class ImportResult:
     renamed_messages: dict[str, str]
 
 
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+# How deep one line's JSON may nest. A message line itself takes five levels down to a
+# reasoning part's responses_data; Python's json and the codec recurse once per level,
+# so a file nested thousands deep would end in RecursionError.
+MAX_DEPTH: Final = 100
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _field(obj: dict[str, Any], key: str, kinds: tuple[type, ...], where: str) -> Any:
     value = obj.get(key)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
         raise ExportFormatError(f"{where}: {key!r} must be {names}, got {value!r:.60}")
+    if type(value) is int and float not in kinds and not _INT64_MIN <= value <= _INT64_MAX:
+        # SQLite cannot store it, and Go reads these columns as int64.
+        raise ExportFormatError(f"{where}: {key!r} {_digits(value)} is outside int64")
     return value
+
+
+def _digits(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
+
+
+def _cost(obj: dict[str, Any], where: str) -> float:
+    value = _field(obj, "cost", _NUM, where)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ExportFormatError(f"{where}: 'cost' {_digits(value)} is too large") from None
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in ``text`` (which UTF-8 cannot encode), if any."""
+    if text.isascii():
+        return None
+    found = _SURROGATE.search(text)
+    return found.group() if found else None
+
+
+def _check_json(value: object, where: str) -> None:
+    """Refuse what no database row can hold: nesting past MAX_DEPTH, lone surrogates.
+
+    A lone surrogate (``"\\ud800"`` in the file) cannot be stored as UTF-8; msgstore's
+    own exports never hold one (the codec writes U+FFFD). Iterative, so a deep value
+    cannot overflow the stack here.
+    """
+    stack: list[tuple[object, int, str]] = [(value, 0, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if type(item) is str:
+            bad = _lone_surrogate(item)
+            if bad is not None:
+                raise ExportFormatError(
+                    f"{where}: {path or 'the line'} holds the lone surrogate "
+                    f"{bad.encode('unicode_escape').decode()}, which is not text"
+                )
+            continue
+        if type(item) is not dict and type(item) is not list:
+            continue
+        if depth >= MAX_DEPTH:
+            at = path if len(path) <= 60 else path[:60] + "..."
+            raise ExportFormatError(
+                f"{where}: JSON nested deeper than {MAX_DEPTH} levels (at {at})"
+            )
+        if type(item) is dict:
+            for key, child in item.items():
+                bad = _lone_surrogate(key)
+                if bad is not None:
+                    raise ExportFormatError(
+                        f"{where}: a key in {path or 'the line'} holds the lone surrogate "
+                        f"{bad.encode('unicode_escape').decode()}, which is not text"
+                    )
+                stack.append((child, depth + 1, f"{path}.{key}" if path else key))
+        else:
+            assert isinstance(item, list)
+            stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
 
 
 _STR = (str,)
@@ -197,12 +272,17 @@ def _parse(lines: Iterable[bytes], name: str) -> tuple[list[Session], list[Messa
             continue
         try:
             obj = json.loads(raw)
+        except RecursionError:
+            raise ExportFormatError(
+                f"{where}: JSON nested deeper than {MAX_DEPTH} levels"
+            ) from None
         except (ValueError, UnicodeDecodeError) as e:
             if header is None:
                 raise ExportFormatError(f"{name} is not a msgstore export (not JSON)") from None
             raise ExportFormatError(f"{where}: not JSON ({e})") from None
         if not isinstance(obj, dict):
             raise ExportFormatError(f"{where}: expected a JSON object")
+        _check_json(obj, where)
         if header is None:
             if obj.get("format") != FORMAT:
                 raise ExportFormatError(f"{name} is not a msgstore export (no header line)")
@@ -244,7 +324,7 @@ def _parse_session(obj: dict[str, Any], where: str) -> Session:
         message_count=0,  # the triggers count the imported rows
         prompt_tokens=_field(obj, "prompt_tokens", _INT, where),
         completion_tokens=_field(obj, "completion_tokens", _INT, where),
-        cost=float(_field(obj, "cost", _NUM, where)),
+        cost=_cost(obj, where),
         updated_at=_field(obj, "updated_at", _INT, where),
         created_at=_field(obj, "created_at", _INT, where),
         summary_message_id=_field(obj, "summary_message_id", _OPT_STR, where),
@@ -262,6 +342,8 @@ def _parse_message(obj: dict[str, Any], where: str) -> MessageRecord:
         decoded = decode_parts(json.dumps(parts), message_id=mid)
     except CorruptRecord as e:
         raise ExportFormatError(f"{where}: {e}") from e
+    except RecursionError:  # _check_json bounds the depth; this is a second guard
+        raise ExportFormatError(f"{where}: parts nested too deeply") from None
     return MessageRecord(
         id=mid,
         session_id=_field(obj, "session_id", _STR, where),
