@@ -94,6 +94,8 @@ def _surrogate_error(where: str, text: str) -> InvalidPart:
 
 
 def _str(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is str and value.isascii():
+        return  # the common case, in O(1)
     _is_str(instance, attribute, value)
     if has_lone_surrogate(value):  # type: ignore[arg-type]
         raise _surrogate_error(f"{type(instance).__name__}.{attribute.name}", value)  # type: ignore[arg-type]
@@ -101,7 +103,9 @@ def _str(instance: object, attribute: attrs.Attribute[Any], value: object) -> No
 
 def check_text(value: object, where: str) -> str:
     """``value`` if it is a str that UTF-8 can store; else ``InvalidPart`` naming ``where``."""
-    if type(value) is not str and not isinstance(value, str):
+    if type(value) is str and value.isascii():
+        return value
+    if not isinstance(value, str):
         raise InvalidPart(f"{where} must be str, got {type(value).__name__} {value!r:.60}")
     if has_lone_surrogate(value):
         raise _surrogate_error(where, value)
@@ -456,7 +460,10 @@ class Message:
         parts = self.parts
         for i, part in enumerate(parts):
             if type(part) is TextContent:
-                parts[i] = _evolved(part, text=part.text + delta)
+                # Made around the validator, which would scan the whole text again.
+                new = object.__new__(TextContent)
+                _set(new, "text", part.text + delta)
+                parts[i] = new
                 return
         parts.append(TextContent(delta))
 
