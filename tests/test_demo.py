@@ -13,7 +13,7 @@ from rich.console import Console
 
 from msgstore import Role, connect
 from msgstore.cli._demo import DemoOptions, run_demo
-from msgstore.cli._demo_view import LiveView, PlainView, pick_view
+from msgstore.cli._demo_view import LiveView, PlainView, command_prefix, pick_view
 
 
 class FakeTerminal(io.StringIO):
@@ -39,7 +39,7 @@ async def test_default_demo_takes_about_ten_seconds_and_live_view_shows_it(
         assert c.title in text and c.session_id in text
     assert "msgstore demo · 4 conversations · window 33 ms · speed 1x" in text
     assert "coalescing" in text and "msgstore demo: summary" in text
-    assert f"msgstore show --db {result.db_path} " in text
+    assert f"{command_prefix()} show --db {result.db_path} " in text
     with connect(result.db_path, read_only=True) as db:
         assert {s.id for s in db.list_sessions()} == {c.session_id for c in result.conversations}
 

@@ -136,3 +136,41 @@ def test_failed_import_leaves_the_database_as_it_was(sample: Sample, tmp_path: P
 def test_markdown_fence_outgrows_backticks_in_the_content() -> None:
     assert _fence("plain", "json") == "```json\nplain\n```"
     assert _fence("has ``` inside\n") == "````\nhas ``` inside\n````"
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (
+            {"type": "file", "id": "f", "session_id": "elsewhere", "path": "/a", "content": "",
+             "version": 0, "created_at": 1, "updated_at": 1},
+            "file 'f' belongs to session 'elsewhere', which the file does not hold",
+        ),
+        (
+            {"type": "read_file", "session_id": PARENT, "path": "/a", "read_at": "now"},
+            "dump line 7: 'read_at' must be int, got 'now'",
+        ),
+    ],
+)  # fmt: skip
+def test_damaged_files_records_are_refused(
+    sample: Sample, extra: dict[str, Any], match: str
+) -> None:
+    records = exported(sample.path)
+    key = "files" if extra["type"] == "file" else "read_files"
+    records[0] = {**records[0], key: 1}
+    with pytest.raises(ExportFormatError, match=match):
+        read_export(lines([*records[:6], extra, *records[6:]]), name="dump")
+
+
+@pytest.mark.parametrize(
+    ("cost", "match"),
+    [("Infinity", None), ("lots", "'cost' must be a number or one of the strings 'Infinity'")],
+)
+def test_cost_strings(sample: Sample, cost: str, match: str | None) -> None:
+    records = exported(sample.path)
+    records[1] = {**records[1], "cost": cost}
+    if match is None:
+        assert read_export(lines(records)).sessions[0].cost == float("inf")
+    else:
+        with pytest.raises(ExportFormatError, match=match):
+            read_export(lines(records), name="dump")

@@ -11,7 +11,13 @@ import pytest
 
 import msgstore
 from msgstore import DatabaseBusy, DatabaseError, StorageError, connect
-from msgstore._schema import CREATE_VERSION_TABLE, KNOWN_VERSIONS, LATEST_VERSION, MIGRATIONS
+from msgstore._schema import (
+    CREATE_VERSION_TABLE,
+    GOOSE_VERSION_TABLE_SQL,
+    KNOWN_VERSIONS,
+    LATEST_VERSION,
+    MIGRATIONS,
+)
 
 CRUSH_VERSIONS = [
     0,
@@ -55,13 +61,44 @@ def test_fresh_file_records_crush_versions_in_eight_goose_rows(db_path: Path) ->
     assert max(KNOWN_VERSIONS) == LATEST_VERSION == CRUSH_VERSIONS[-1]
 
 
+# What crush's migration tool (goose, sqlite3 dialect) stores for its own table, as
+# `sqlite_master.sql` of a file the real crush binary made: tab-indented.
+CRUSH_GOOSE_TABLE_SQL = (
+    "CREATE TABLE goose_db_version (\n\t\tid INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "\t\tversion_id INTEGER NOT NULL,\n\t\tis_applied INTEGER NOT NULL,\n"
+    "\t\ttstamp TIMESTAMP DEFAULT (datetime('now'))\n\t)"
+)
+# tests/data/crush-fixture.db was written by the Go reference, which reproduces crush's
+# DDL without the goose library: its goose_db_version text is indented with four spaces
+# instead. Every other entry is crush's own text.
+FIXTURE_GOOSE_TABLE_SQL = (
+    "CREATE TABLE goose_db_version (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "    version_id INTEGER NOT NULL,\n    is_applied INTEGER NOT NULL,\n"
+    "    tstamp TIMESTAMP DEFAULT (datetime('now'))\n)"
+)
+
+
 def test_fresh_file_has_crushs_tables_indexes_and_triggers_verbatim(
     db_path: Path, crush_fixture: Path
 ) -> None:
     connect(db_path).close()
     # The SQL text too: SQLite stores each CREATE as written (with ALTER's additions),
     # so equal text means the DDL was reproduced character for character.
-    assert rows(db_path, MASTER) == rows(crush_fixture, MASTER)
+    ours = {(t, name, tbl): sql for t, name, tbl, sql in rows(db_path, MASTER)}
+    fixture = {(t, name, tbl): sql for t, name, tbl, sql in rows(crush_fixture, MASTER)}
+    assert len(fixture) == 24 and ours.keys() == fixture.keys()
+    goose = ("table", "goose_db_version", "goose_db_version")
+    assert fixture[goose] == FIXTURE_GOOSE_TABLE_SQL  # the fixture's one known difference
+    fixture[goose] = CRUSH_GOOSE_TABLE_SQL  # ... corrected to what crush writes
+    for key, sql in fixture.items():
+        assert ours[key] == sql, key
+
+
+def test_fresh_files_goose_table_is_crushs_text_exactly(db_path: Path) -> None:
+    connect(db_path).close()
+    got = rows(db_path, "SELECT sql FROM sqlite_master WHERE name = 'goose_db_version'")
+    assert got == [(CRUSH_GOOSE_TABLE_SQL,)]
+    assert GOOSE_VERSION_TABLE_SQL == CRUSH_GOOSE_TABLE_SQL
 
 
 @pytest.mark.parametrize(
@@ -151,9 +188,16 @@ def test_partly_migrated_file_gets_the_remaining_versions(db_path: Path) -> None
 def test_partly_migrated_file_is_refused_read_only(db_path: Path) -> None:
     _old_crush_file(db_path, 2)
     before = snapshot(db_path)
-    with pytest.raises(DatabaseError, match="read-write"):
+    with pytest.raises(DatabaseError, match="lacks schema versions .* migrate it"):
         connect(db_path, read_only=True)
     assert snapshot(db_path) == before
+
+
+def test_an_empty_file_is_refused_read_only_saying_it_is_empty(db_path: Path) -> None:
+    db_path.write_bytes(b"")
+    with pytest.raises(DatabaseError, match="is an empty database"):
+        connect(db_path, read_only=True)
+    assert db_path.read_bytes() == b""
 
 
 def _add_newer_version(path: Path) -> None:

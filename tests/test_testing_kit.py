@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +9,9 @@ import pytest
 import trio
 import trio.testing
 
+import msgstore.testing
 from msgstore import (
+    Event,
     EventType,
     FinishReason,
     MessageService,
@@ -139,6 +138,85 @@ async def test_recorder_waits_for_matching_events_recorded_or_to_come(
         assert events.find(EventType.DELETED) is None
 
 
+async def test_wait_for_returns_the_next_match_not_one_it_returned_before(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with open_test_service(tmp_path) as h, open_event_recorder(h.service) as events:
+        message = await h.create()
+        message.append_content("a")
+        await h.service.update(message)
+        first = await events.wait_for(EventType.UPDATED)
+        assert first.payload.content().text == "a"
+        message.append_content("b")
+        await h.service.update(message)
+        second = await events.wait_for(EventType.UPDATED)  # not `first` again
+        assert second is not first and second.payload.content().text == "ab"
+        # Recorded before the call but not returned yet: still "next", on every run
+        # (however far the recorder task had got when update() returned).
+        message.add_finish(FinishReason.END_TURN)
+        await h.service.update(message)  # terminal: published before it returns
+        final = await events.wait_for(EventType.UPDATED, message_id=message.id)
+        assert final.payload.is_finished()
+        assert events.types() == [EventType.CREATED] + [EventType.UPDATED] * 3
+
+
+async def test_wait_for_since_looks_back_from_an_index_or_after_an_event(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with open_test_service(tmp_path) as h, open_event_recorder(h.service) as events:
+        message = await h.create()
+        created = await events.wait_for(EventType.CREATED)
+        for token in ["a", "b"]:
+            message.append_content(token)
+            await h.service.update(message)
+            await events.wait_for(EventType.UPDATED)
+        a, b = events.events[1:]
+        assert await events.wait_for(since=0) is created
+        assert await events.wait_for(EventType.UPDATED, since=0) is a
+        assert await events.wait_for(EventType.UPDATED, since=a) is b
+        assert await events.wait_for(since=created) is a  # since= moves the cursor too
+        assert await events.wait_for() is b
+        mark = len(events)
+        start = trio.current_time()
+        message.append_content("c")
+        await h.service.update(message)
+        c = await events.wait_for(EventType.UPDATED, since=mark)
+        assert c.payload.content().text == "abc"
+        assert trio.current_time() - start == pytest.approx(0.033)
+        assert events.find(EventType.UPDATED) is a and events.find(EventType.UPDATED, since=b) is c
+        with pytest.raises(ValueError, match="did not record"):
+            await events.wait_for(since=Event(EventType.CREATED, message))
+        with pytest.raises(ValueError, match="since must be"):
+            events.find(since=-1)
+
+
+async def test_wait_for_names_an_earlier_match_it_skipped(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with open_test_service(tmp_path) as h, open_event_recorder(h.service) as events:
+        message = await h.create()
+        message.add_finish(FinishReason.END_TURN)
+        await h.service.update(message)
+        await events.wait_for(EventType.UPDATED)
+        with pytest.raises(AssertionError) as info:
+            await events.wait_for(EventType.CREATED, timeout=1)
+        text = str(info.value)
+        assert "no event matching type=created within 1 s; recorded from index 2" in text
+        assert f"an earlier event matches (index 0: created {message.id}" in text
+        assert "pass since=0" in text
+        assert (await events.wait_for(EventType.CREATED, since=0)).payload.id == message.id
+
+
+def test_testing_all_names_every_public_helper() -> None:
+    defined = {
+        name
+        for name, value in vars(msgstore.testing).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == "msgstore.testing"
+    }
+    assert sorted(msgstore.testing.__all__) == sorted(defined)
+    assert all(hasattr(msgstore.testing, name) for name in msgstore.testing.__all__)
+
+
 async def test_wait_for_fails_after_its_timeout_listing_what_it_saw(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -184,32 +262,3 @@ async def test_plugin_fixtures_share_one_service_with_the_overridden_options(
     await msgstore_events.wait_for(EventType.UPDATED, message_id=message.id)
     assert trio.current_time() - start == pytest.approx(0.5)
     assert len(msgstore_events) == 2  # created was recorded too: subscribed before the test
-
-
-# The README's testing section, run as a user would: its first code block is the
-# conftest.py, its second the test module. Read from README.md so the two cannot drift.
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def _readme_testing_blocks() -> tuple[str, str]:
-    section = README.read_text(encoding="utf-8").split("## Testing code that uses msgstore")[1]
-    section = section.split("\n## ")[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    assert len(blocks) == 2, "the README's testing section should hold two python blocks"
-    return blocks[0], blocks[1]
-
-
-def test_readme_example_passes_with_the_plugin_enabled_in_conftest(tmp_path: Path) -> None:
-    (tmp_path / "pytest.ini").write_text("[pytest]\ntrio_mode = true\n")
-    conftest, test_module = _readme_testing_blocks()
-    (tmp_path / "conftest.py").write_text(conftest)
-    (tmp_path / "test_example.py").write_text(test_module)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "2 passed" in proc.stdout

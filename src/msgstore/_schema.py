@@ -150,13 +150,21 @@ MIGRATIONS: tuple[Migration, ...] = (
 KNOWN_VERSIONS = frozenset(m.version for m in MIGRATIONS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
-# goose's own bookkeeping table, in the Go reference's spelling (stored verbatim).
-CREATE_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS goose_db_version (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    version_id INTEGER NOT NULL,
-    is_applied INTEGER NOT NULL,
-    tstamp TIMESTAMP DEFAULT (datetime('now'))
-)"""
+# goose's own bookkeeping table, character for character as goose's sqlite3 dialect
+# writes it (tab-indented: a Go raw string in tab-indented source). SQLite stores the
+# text verbatim minus "IF NOT EXISTS", so `sqlite_master.sql` equals crush's exactly.
+# (The Go reference that wrote tests/data/crush-fixture.db indents with four spaces.)
+GOOSE_VERSION_TABLE_SQL = (
+    "CREATE TABLE goose_db_version (\n"
+    "\t\tid INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "\t\tversion_id INTEGER NOT NULL,\n"
+    "\t\tis_applied INTEGER NOT NULL,\n"
+    "\t\ttstamp TIMESTAMP DEFAULT (datetime('now'))\n"
+    "\t)"
+)
+CREATE_VERSION_TABLE = GOOSE_VERSION_TABLE_SQL.replace(
+    "CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1
+)
 _HAS_VERSION_TABLE = (
     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'goose_db_version'"
 )

@@ -246,8 +246,15 @@ def _prepare(con: apsw.Connection, path: str, *, read_only: bool) -> None:
             con.pragma(name, value)
         missing = _schema.missing_versions(con)
         if missing:
+            tables = con.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").get
+            if not tables:
+                raise DatabaseError(
+                    f"{path!r} is an empty database: it holds no sessions or messages"
+                )
             raise DatabaseError(
-                f"{path!r} lacks schema versions {missing}; open it once read-write to migrate it"
+                f"{path!r} lacks schema versions {missing} (an older crush or msgstore "
+                "made it); msgstore.connect(path) or `msgstore import` migrate it, "
+                "read-only commands never change a file"
             )
     else:
         for name, value in _WRITE_PRAGMAS:

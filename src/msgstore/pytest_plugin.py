@@ -1,6 +1,12 @@
 """pytest fixtures for code that uses msgstore (opt-in; needs pytest-trio).
 
-Enable it in your ``conftest.py``::
+Install ``msgstore[testing]`` (pytest and pytest-trio), turn on pytest-trio's Trio mode
+in your project's pytest config (``pyproject.toml``)::
+
+    [tool.pytest.ini_options]
+    trio_mode = true
+
+and enable the plugin in your ``conftest.py``::
 
     pytest_plugins = ["msgstore.pytest_plugin"]
 

@@ -6,7 +6,9 @@ wait here is bounded in Trio time, so a missing event fails the test instead of
 hanging it.
 
 - ``open_test_service(directory)``: a service on a fresh database file, with a session.
-- ``open_event_recorder(service)``: collects every event; ``await recorder.wait_for(...)``.
+- ``open_event_recorder(service)``: collects every event; ``await recorder.wait_for(...)``
+  waits for the next matching one (after the one the previous ``wait_for`` returned;
+  ``since=0`` looks at all of them).
 - ``row_now(source, message_id)`` / ``assert_row(...)``: what the file holds right now,
   read through a separate read-only connection (not the service's buffered state).
 
@@ -122,13 +124,16 @@ class EventRecorder:
     """Every event the service publishes while it records, in order.
 
     ``events`` is the list so far; ``of(message_id)`` one message's; ``wait_for(...)``
-    waits (in Trio time) for one that matches.
+    waits (in Trio time) for the next one that matches: each call looks only at events
+    after the one the previous ``wait_for`` returned, so waiting twice for ``UPDATED``
+    gives two different events. Pass ``since=0`` to look at every event recorded.
     """
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.closed = False
         self._changed = trio.Event()
+        self._cursor = 0  # the index after the event the last wait_for returned
 
     def __len__(self) -> int:
         return len(self.events)
@@ -142,26 +147,50 @@ class EventRecorder:
         events = self.events if message_id is None else self.of(message_id)
         return [e.type for e in events]
 
+    def _start(self, since: int | Event) -> int:
+        if isinstance(since, Event):
+            for index, event in enumerate(self.events):
+                if event is since:
+                    return index + 1
+            raise ValueError(f"since: this recorder did not record {_summary(since)}")
+        if since < 0:
+            raise ValueError(f"since must be an index >= 0 or an Event, got {since!r}")
+        return since
+
+    def _index(
+        self,
+        type: EventType | None,
+        message_id: str | None,
+        predicate: Callable[[Message], bool] | None,
+        start: int,
+        stop: int | None = None,
+    ) -> int | None:
+        for index in range(start, len(self.events) if stop is None else stop):
+            event = self.events[index]
+            if type is not None and event.type is not type:
+                continue
+            if message_id is not None and getattr(event.payload, "id", None) != message_id:
+                continue
+            if predicate is not None and not predicate(event.payload):
+                continue
+            return index
+        return None
+
     def find(
         self,
         type: EventType | str | None = None,
         *,
         message_id: str | None = None,
         predicate: Callable[[Message], bool] | None = None,
-        since: int = 0,
+        since: int | Event = 0,
     ) -> Event | None:
-        """The first recorded event (from index ``since``) that matches, or None."""
+        """The first recorded event that matches, or None; never waits.
+
+        Looks from the start, or from index ``since``, or after the event ``since``.
+        """
         want = None if type is None else EventType(type)
-        for event in self.events[since:]:
-            payload = event.payload
-            if want is not None and event.type is not want:
-                continue
-            if message_id is not None and getattr(payload, "id", None) != message_id:
-                continue
-            if predicate is not None and not predicate(payload):
-                continue
-            return event
-        return None
+        index = self._index(want, message_id, predicate, self._start(since))
+        return None if index is None else self.events[index]
 
     async def wait_for(
         self,
@@ -169,33 +198,60 @@ class EventRecorder:
         *,
         message_id: str | None = None,
         predicate: Callable[[Message], bool] | None = None,
-        since: int = 0,
+        since: int | Event | None = None,
         # A bound of its own, not the caller's cancel scope: under the autojump clock a
         # wait with no deadline anywhere hangs instead of failing.
         timeout: float = 10.0,  # noqa: ASYNC109
     ) -> Event:
-        """The first event that matches, recorded already (from index ``since``) or to come.
+        """Wait for the next event that matches, and return it.
 
-        ``predicate`` gets the event's message. Pass ``since=len(recorder)`` to ignore
-        what was recorded before. Fails the test with ``AssertionError`` (listing what
-        was recorded) when none comes within ``timeout`` seconds of Trio time, or when
-        the service closes first.
+        "Next" means after the event the previous ``wait_for`` on this recorder
+        returned (from the first event recorded, on the first call), whether it is
+        recorded already or is still to come. So each call waits for something new::
+
+            await svc.update(msg)                  # its window opens
+            first = await events.wait_for(EventType.UPDATED)
+            await svc.update(msg)
+            second = await events.wait_for(EventType.UPDATED)  # not `first` again
+
+        The rule depends only on the order of events, not on whether the recorder
+        task has caught up with an event published just before the call, so the
+        result is the same on every run.
+
+        ``since`` looks elsewhere: ``since=0`` from the first event recorded, an
+        index (``since=len(recorder)``: only what is recorded from now on), or an
+        ``Event`` this recorder holds (the events after it). ``predicate`` gets the
+        event's message. Fails the test with ``AssertionError`` (listing what was
+        recorded, and any earlier match that was skipped) when none comes within
+        ``timeout`` seconds of Trio time, or when the service closes first.
         """
+        want = None if type is None else EventType(type)
+        start = self._cursor if since is None else self._start(since)
         with trio.move_on_after(timeout):
             while True:
-                found = self.find(type, message_id=message_id, predicate=predicate, since=since)
-                if found is not None:
+                index = self._index(want, message_id, predicate, start)
+                if index is not None:
+                    self._cursor = index + 1
                     await trio.lowlevel.checkpoint()
-                    return found
+                    return self.events[index]
                 if self.closed:
                     break
                 await self._changed.wait()
-        seen = "\n  ".join(_summary(e) for e in self.events[since:]) or "(none)"
+        seen = "\n  ".join(_summary(e) for e in self.events[start:]) or "(none)"
         why = "the service closed" if self.closed else f"{timeout:g} s"
-        raise AssertionError(
-            f"no event matching {_describe(type, message_id, predicate)} within {why}; "
-            f"recorded:\n  {seen}"
+        message = (
+            f"no event matching {_describe(want, message_id, predicate)} within {why}; "
+            f"recorded from index {start}:\n  {seen}"
         )
+        earlier = self._index(want, message_id, predicate, 0, min(start, len(self.events)))
+        if earlier is not None:
+            message += (
+                f"\nan earlier event matches (index {earlier}: "
+                f"{_summary(self.events[earlier])}); "
+                "wait_for only looks after the event the previous wait_for returned: "
+                "pass since=0 to look at every event"
+            )
+        raise AssertionError(message)
 
     def _record(self, event: Event) -> None:
         self.events.append(event)

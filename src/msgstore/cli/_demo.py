@@ -6,16 +6,24 @@ conversation is a session made, and at the end given its tokens and cost, throug
 token by token through ``update``, tool results come back as ``tool`` messages. A view
 subscribed to the broker shows the messages grow, with the service's counters beside
 them. The pace is Trio time (``trio.sleep``), ``speed`` times faster than a real model.
+
+The demo can be stopped early (Ctrl-C, or the reader of its output going away, as in
+``msgstore demo | head``): the agents are cancelled, and the service's block still
+writes every state it accepted before the command exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import signal
 import string
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -83,6 +91,8 @@ class DemoResult:
     rows_created: int
     events: int
     elapsed: float
+    #: Why the demo ended early (``"interrupted"``, ``"output closed"``), or None.
+    stopped: str | None = None
 
     @property
     def coalescing(self) -> float:
@@ -103,7 +113,16 @@ class DemoState:
         self.started_at = trio.current_time()
         self.service: MessageService | None = None
         self.followed = trio.Event()
+        self.stopped: str | None = None
+        # Entered around the agents; cancelling it (even before) ends the demo early.
+        self.agents_scope = trio.CancelScope()
         self._by_session: dict[str, Conversation] = {}
+
+    def stop(self, reason: str) -> None:
+        """End the demo early: the agents stop, the service writes what it accepted."""
+        if self.stopped is None:
+            self.stopped = reason
+        self.agents_scope.cancel()
 
     @property
     def elapsed(self) -> float:
@@ -281,48 +300,112 @@ async def _tick(state: DemoState, view: View) -> None:
             await state.followed.wait()
 
 
-async def run_demo(options: DemoOptions, view: View) -> DemoResult:
-    """Run the whole demo on ``options.db_path``; the view shows it as it happens."""
+async def _stop_on_sigint(
+    state: DemoState, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The first Ctrl-C stops the demo; leaving restores Trio's KeyboardInterrupt."""
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            state.stop("interrupted")
+            return
+
+
+async def run_demo(options: DemoOptions, view: View, *, catch_sigint: bool = False) -> DemoResult:
+    """Run the whole demo on ``options.db_path``; the view shows it as it happens.
+
+    ``catch_sigint`` (main thread only): the first Ctrl-C stops the demo early, as
+    ``DemoState.stop`` does; a second one is a plain ``KeyboardInterrupt``.
+    """
     scripts = pick_scripts(options.streams, options.seed)
     state = DemoState(options, scripts)
     with connect(options.db_path) as db:
-        view.start(state)
-        try:
-            # The follower's nursery encloses the service: when the service closes, its
-            # subscription ends after the last event, and the view has seen them all.
-            async with (
-                trio.open_nursery() as nursery,
-                open_message_service(db, debounce=options.debounce) as svc,
-            ):
-                state.service = svc
-                await nursery.start(state.follow, svc, lambda e: view.event(state, e))
-                nursery.start_soon(_tick, state, view)
-                agent = Agent(state, svc)
-                async with trio.open_nursery() as agents:
-                    for conversation, script in zip(state.conversations, scripts, strict=True):
-                        agents.start_soon(agent.converse, conversation, script)
-            view.tick(state)
-            result = DemoResult(
-                db_path=options.db_path,
-                conversations=tuple(state.conversations),
-                tokens=state.tokens,
-                stats=svc.statistics(),
-                rows_created=state.rows_created,
-                events=state.events,
-                elapsed=state.elapsed,
-            )
-        finally:
-            view.stop()
+        async with trio.open_nursery() as outer:
+            if catch_sigint:
+                await outer.start(_stop_on_sigint, state)
+            view.start(state)
+            try:
+                # The follower's nursery encloses the service: when the service closes,
+                # its subscription ends after the last event, and the view has seen
+                # them all.
+                async with (
+                    trio.open_nursery() as nursery,
+                    open_message_service(db, debounce=options.debounce) as svc,
+                ):
+                    state.service = svc
+                    await nursery.start(state.follow, svc, lambda e: view.event(state, e))
+                    nursery.start_soon(_tick, state, view)
+                    agent = Agent(state, svc)
+                    with state.agents_scope:
+                        async with trio.open_nursery() as agents:
+                            pairs = zip(state.conversations, scripts, strict=True)
+                            for conversation, script in pairs:
+                                agents.start_soon(agent.converse, conversation, script)
+                view.tick(state)
+                result = DemoResult(
+                    db_path=options.db_path,
+                    conversations=tuple(state.conversations),
+                    tokens=state.tokens,
+                    stats=svc.statistics(),
+                    rows_created=state.rows_created,
+                    events=state.events,
+                    elapsed=state.elapsed,
+                    stopped=state.stopped,
+                )
+            finally:
+                view.stop()
+            outer.cancel_scope.cancel()  # the SIGINT watcher
     view.finished(result)
     return result
 
 
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for ``yes | head``
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _interrupted(db_path: Path) -> int:
+    with contextlib.suppress(OSError):
+        print(f"msgstore: interrupted; saved in {db_path}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _silence_stdout() -> None:
+    """The reader has gone: point stdout at /dev/null so exiting flushes quietly."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def run_demo_cli(options: DemoOptions) -> int:
-    """``msgstore demo``: the live view on a terminal, progress lines otherwise."""
+    """``msgstore demo``: the live view on a terminal, progress lines otherwise.
+
+    Ctrl-C stops the agents, lets the service write every state it accepted, prints
+    one line and exits 130. A closed output (``| head``) ends the demo the same way,
+    silently, with status 141 (128 + SIGPIPE), as a shell shows for other commands.
+    """
     view = PlainView(sys.stdout) if options.plain else pick_view(sys.stdout)
     try:
-        trio.run(run_demo, options, view)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; what was written is in {options.db_path}", file=sys.stderr)
-        return 130
+        result = trio.run(partial(run_demo, options, view, catch_sigint=True))
+    except (KeyboardInterrupt, BrokenPipeError, BaseExceptionGroup) as exc:
+        # A second Ctrl-C (or one before the demo started), or a write the views did
+        # not guard; anything else is a real error and goes on up.
+        leaves = _leaves(exc)
+        if not all(isinstance(e, KeyboardInterrupt | BrokenPipeError) for e in leaves):
+            raise
+        if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+            return _interrupted(options.db_path)
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    if result.stopped == "interrupted":
+        return _interrupted(options.db_path)
+    if view.output_closed:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     return 0

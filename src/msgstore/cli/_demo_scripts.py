@@ -264,8 +264,8 @@ SCRIPTS: tuple[Script, ...] = (
                 ),
                 text=(
                     "`update()` hands the new state to the message's actor and usually "
-                    "returns at once. The actor keeps only the **newest** state: fifty "
-                    "tokens that arrive within one window become one `UPDATE`.\n\n"
+                    "returns at once. The actor keeps only the **newest** state: all the "
+                    "updates that arrive within one window become one `UPDATE`.\n\n"
                     "The window (33 ms by default) opens at the first update that is not "
                     "written yet, and later updates do not move it, so a steady stream is "
                     "written every window and never starved. A *terminal* change skips "
@@ -273,7 +273,8 @@ SCRIPTS: tuple[Script, ...] = (
                     "of reasoning is written before `update()` returns, and its event "
                     "goes out by must-deliver. Reads always see the newest state, "
                     "buffered or written; the file lags by at most one window. This "
-                    "demo's counters show the effect: compare tokens with SQL writes."
+                    "demo's counters show the effect: compare updates with SQL writes (at "
+                    "this pace, a few tokens share each write)."
                 ),
             ),
         ),
@@ -345,7 +346,7 @@ SCRIPTS: tuple[Script, ...] = (
                     "while readers still read.\n\n"
                     "Streaming tokens in,\n"
                     "thirty-three milliseconds:\n"
-                    "one write, not fifty."
+                    "one write per window."
                 ),
             ),
         ),

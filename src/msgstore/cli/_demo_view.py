@@ -3,12 +3,19 @@
 Both are fed the same way: ``event`` for each broker event the demo's subscriber takes,
 ``tick`` every ``interval`` seconds, ``finished`` with the summary. The live view needs
 rich (the ``cli`` extra); without it, or without a terminal, the plain view is used.
+In the live view a message's text is rendered as Markdown, wrapped by rich to the width
+its panel really has. A view whose output goes away (``msgstore demo | head``) stops
+writing, sets ``output_closed`` and stops the demo.
 """
 
 from __future__ import annotations
 
 import math
 import shlex
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from msgstore import Event, EventType, Message, Role, ToolCall, ToolResult
@@ -21,6 +28,8 @@ if TYPE_CHECKING:
 
 class View(Protocol):
     interval: float
+    #: The output went away (a closed pipe): nothing more is written.
+    output_closed: bool
 
     def start(self, state: DemoState) -> None: ...
     def event(self, state: DemoState, event: Event) -> None: ...
@@ -57,6 +66,21 @@ def _counters(state: DemoState) -> dict[str, str]:
         "coalescing": ratio,
         "drops": f"{(stats.drops + stats.must_deliver_drops) if stats else 0}",
     }
+
+
+def _legend(state: DemoState, *, short: bool = False) -> str:
+    """What "coalescing" means, in the counters' own numbers."""
+    stats = state.statistics()
+    updates = stats.updates if stats else 0
+    writes = stats.writes if stats else 0
+    window = f"{state.options.debounce * 1000:g} ms"
+    if state.options.debounce <= 0:
+        how = "no window: one write per update"
+    elif short:  # fits one line of an 80-column terminal
+        return f"coalescing: {updates:,} updates → {writes:,} SQL writes, one per {window} window"
+    else:
+        how = f"one write per {window} window instead of one per token"
+    return f"coalescing: {updates:,} updates reached the store, {writes:,} SQL writes: {how}"
 
 
 def _status(state: DemoState, conversation: Conversation) -> str:
@@ -112,19 +136,32 @@ def _totals(result: DemoResult) -> list[str]:
     return [
         f"{result.tokens:,} tokens streamed through {s.updates:,} update() calls",
         f"{s.writes:,} SQL writes (UPDATE) and {result.rows_created} rows created: "
-        f"{result.coalescing:.1f} updates per write",
+        f"{result.coalescing:.1f} updates per write (coalescing: the updates within one "
+        "window share one write)",
         f"{result.events:,} events to the view, {s.drops + s.must_deliver_drops} dropped",
         f"{result.elapsed:.1f} s",
     ]
 
 
+def command_prefix() -> str:
+    """How to run msgstore as typed here: ``msgstore`` if that name on PATH is this
+    installation's script, else this interpreter's ``-m msgstore`` (after ``nox -s
+    demo`` nox's venv is not on PATH)."""
+    on_path = shutil.which("msgstore")
+    scripts = sysconfig.get_path("scripts")
+    if on_path and scripts and Path(on_path).resolve().parent == Path(scripts).resolve():
+        return "msgstore"
+    return f"{shlex.quote(sys.executable)} -m msgstore"
+
+
 def _next_steps(result: DemoResult) -> list[str]:
     db = shlex.quote(str(result.db_path))
     first = result.conversations[0].session_id if result.conversations else "SESSION_ID"
+    run = command_prefix()
     return [
         f"database: {result.db_path}",
-        f"  msgstore sessions --db {db}",
-        f"  msgstore show --db {db} {first}",
+        f"  {run} sessions --db {db}",
+        f"  {run} show --db {db} {first}",
     ]
 
 
@@ -141,18 +178,32 @@ class PlainView:
         self._finished: set[str] = set()
         self._messages: dict[str, Message] = {}
         self._last_counters = -math.inf
+        self._state: DemoState | None = None
+        self.output_closed = False
 
     def _print(self, text: str = "") -> None:
-        self._out.write(text + "\n")
-        self._out.flush()  # progress is only progress if it shows up as it happens
+        if self.output_closed:
+            return
+        try:
+            self._out.write(text + "\n")
+            self._out.flush()  # progress is only progress if it shows up as it happens
+        except BrokenPipeError:
+            self.output_closed = True
+            if self._state is not None:
+                self._state.stop("output closed")
 
     def start(self, state: DemoState) -> None:
+        self._state = state
         o = state.options
         self._print(
             f"msgstore demo: {len(state.conversations)} conversations, speed {o.speed:g}x, "
             f"window {o.debounce * 1000:g} ms"
         )
         self._print(f"database: {o.db_path}")
+        self._print(
+            "coalescing = updates per SQL write: the updates to a message within one "
+            "window share one write"
+        )
 
     def event(self, state: DemoState, event: Event) -> None:
         message: Message = event.payload
@@ -192,6 +243,8 @@ class PlainView:
     def finished(self, result: DemoResult) -> None:
         from ._render import table
 
+        if result.stopped:
+            return  # interrupted: one line on stderr says so; or nobody is reading
         self._print()
         for text, _ in table(_SUMMARY_HEADERS, _summary_rows(result, self._messages), right=0):
             self._print(text)
@@ -224,9 +277,22 @@ class LiveView:
             redirect_stderr=False,
         )
         self._messages: dict[str, Message] = {}
+        self._state: DemoState | None = None
+        self.output_closed = False
+
+    def _guard(self, write: Any, *args: Any, **kwargs: Any) -> None:
+        if self.output_closed:
+            return
+        try:
+            write(*args, **kwargs)
+        except BrokenPipeError:  # the terminal went away
+            self.output_closed = True
+            if self._state is not None:
+                self._state.stop("output closed")
 
     def start(self, state: DemoState) -> None:
-        self._live.start()
+        self._state = state
+        self._guard(self._live.start)
         self.tick(state)
 
     def event(self, state: DemoState, event: Event) -> None:
@@ -234,23 +300,27 @@ class LiveView:
 
     def tick(self, state: DemoState) -> None:
         self._messages = state.messages
-        self._live.update(self._render(state), refresh=True)
+        self._guard(self._live.update, self.render(state), refresh=True)
 
     def stop(self) -> None:
-        self._live.stop()
+        self._guard(self._live.stop)
 
-    def _render(self, state: DemoState) -> Any:
+    def render(self, state: DemoState) -> Any:
+        """The whole screen for ``state``, fitted to the console's size."""
         from rich.console import Group
         from rich.panel import Panel
         from rich.table import Table
         from rich.text import Text
 
         o = state.options
+        width, height = self.console.size
         header = Text()
         for name, value in _counters(state).items():
             header.append(f"{name} ", style="dim")
             header.append(f"{value}   ", style="bold")
         header.append(f"{state.elapsed:.1f} s", style="dim")
+        header.append("\n")
+        header.append(_legend(state, short=width < 110), style="italic")
         top = Panel(
             header,
             title=f"[bold]msgstore demo[/] · {len(state.conversations)} conversations · "
@@ -258,17 +328,18 @@ class LiveView:
             subtitle=Text(str(o.db_path), style="dim"),
             border_style="blue",
         )
-        width, height = self.console.size
+        top_height = len(self.console.render_lines(top, self.console.options, pad=False))
         columns = 2 if width >= 110 and len(state.conversations) > 1 else 1
         rows = math.ceil(len(state.conversations) / columns)
-        panel_height = max(6, min(16, (height - 5) // max(rows, 1)))
-        inner = max(20, width // columns - 4)
+        # One line spare: a frame as tall as the terminal would scroll it.
+        room = height - 1 - top_height
+        panel_height = max(4, min(16, room // max(rows, 1)))
         grid = Table.grid(expand=True, padding=(0, 1))
         for _ in range(columns):
             grid.add_column(ratio=1)
         panels = [
             Panel(
-                self._body(state, c, inner, panel_height - 2),
+                self._body(state, c),
                 title=Text(f"#{c.index + 1} {c.title}", style="bold"),
                 subtitle=Text(f"{_status(state, c)} · {c.tokens} tokens", style="dim"),
                 height=panel_height,
@@ -280,18 +351,22 @@ class LiveView:
             grid.add_row(*panels[i : i + columns])
         return Group(top, grid)
 
-    def _body(self, state: DemoState, conversation: Conversation, width: int, lines: int) -> Any:
+    def _body(self, state: DemoState, conversation: Conversation) -> Any:
         from rich.text import Text
 
-        text = Text()
+        parts: list[Any] = []
         for mid in conversation.message_ids:
             message = state.messages.get(mid)
             if message is not None:
-                _message_text(text, message)
-        wrapped = text.wrap(self.console, width)
-        return Text("\n").join(wrapped[-lines:]) if len(wrapped) else Text("…", style="dim")
+                parts.extend(message_renderables(message))
+        return Tail(parts) if parts else Text("…", style="dim")
 
     def finished(self, result: DemoResult) -> None:
+        if result.stopped:
+            return  # interrupted: one line on stderr says so; or nobody is reading
+        self._guard(self._print_summary, result)
+
+    def _print_summary(self, result: DemoResult) -> None:
         from rich.table import Table
 
         summary = Table(title="msgstore demo: summary", title_style="bold")
@@ -306,29 +381,63 @@ class LiveView:
             self.console.print(line, highlight=False)
         self.console.print()
         for line in _next_steps(result):
-            self.console.print(line, highlight=False, style="bold" if line.startswith(" ") else "")
+            command = line.startswith(" ")
+            # A command is never broken by a newline: the terminal wraps it, and a
+            # copy of it pastes as one line.
+            self.console.print(
+                line, highlight=False, style="bold" if command else "", soft_wrap=command
+            )
 
 
-def _message_text(text: Any, message: Message) -> None:
-    """Append one message to a rich ``Text``: reasoning dimmed, tools coloured."""
+class Tail:
+    """Renders ``renderables`` at the width rich gives it, and keeps the last lines
+    that fit the height it is given: a panel shows the newest text of its messages."""
+
+    def __init__(self, renderables: list[Any], lines: int | None = None) -> None:
+        self.renderables = renderables
+        self.lines = lines
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.console import Group
+        from rich.segment import Segment
+
+        height = options.height or self.lines
+        rendered = console.render_lines(
+            Group(*self.renderables), options.update(height=None), pad=False
+        )
+        if height is not None:
+            rendered = rendered[-height:]
+        for line in rendered:
+            yield from line
+            yield Segment.line()
+
+
+def message_renderables(message: Message) -> list[Any]:
+    """One message for the live view: text as Markdown, reasoning dimmed, tools coloured."""
+    from rich.markdown import Markdown
+    from rich.text import Text
+
     if message.role is Role.USER:
-        text.append("you: ", style="bold green")
-        text.append(printable(message.content().text) + "\n")
-        return
+        prompt = Text("you: ", style="bold green")
+        prompt.append(printable(message.content().text))
+        return [prompt]
+    out: list[Any] = []
     if message.role is Role.TOOL:
         for r in message.tool_results():
             style = "red" if r.is_error else "yellow"
             first = printable(r.content.split("\n", 1)[0])
-            text.append(f"↳ {r.name}{_error(r)}: {first}\n", style=style)
-        return
+            out.append(Text(f"↳ {r.name}{_error(r)}: {first}", style=style))
+        return out
     reasoning = message.reasoning_content()
     if reasoning.thinking:
-        text.append(printable(reasoning.thinking) + "\n", style="dim italic")
-    if message.content().text:
-        text.append(printable(message.content().text) + "\n")
+        out.append(Text(printable(reasoning.thinking), style="dim italic"))
+    text = message.content().text
+    if text:
+        out.append(Markdown(printable(text), code_theme="ansi_dark"))
     for part in message.parts:
         if isinstance(part, ToolCall):
             mark = "✓" if part.finished else "…"
-            text.append(f"⚙ {part.name} {printable(part.input)} {mark}\n", style="cyan")
+            out.append(Text(f"⚙ {part.name} {printable(part.input)} {mark}", style="cyan"))
     if message.is_finished():
-        text.append(f"■ {message.finish_reason()}\n", style="magenta dim")
+        out.append(Text(f"■ {message.finish_reason()}", style="magenta dim"))
+    return out

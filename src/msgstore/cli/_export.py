@@ -1,17 +1,34 @@
 """Sessions out of and into a database file: versioned JSONL (lossless) and Markdown.
 
-The JSONL format, version 1, one JSON object per line:
+The JSONL format, version 1, one JSON object per line, UTF-8:
 
 - a header ``{"format": "msgstore-export", "version": 1, "exported_at": ..., "sessions":
-  N, "messages": M}`` (the counts let an import notice a truncated file);
+  N, "messages": M, "files": F, "read_files": R}`` (the counts let an import notice a
+  truncated file);
 - per session a ``{"type": "session", ...}`` line with every column of the row, followed
   by its messages as ``{"type": "message", ...}`` lines, oldest first, each with every
   column and ``parts`` as the JSON array the ``parts`` column holds (``encode_parts``:
-  the same keys, tags and base64 as crush's files).
+  the same keys, tags and base64 as crush's files), then its ``files`` rows as
+  ``{"type": "file", "id", "session_id", "path", "content", "version", "created_at",
+  "updated_at"}`` lines and its ``read_files`` rows as ``{"type": "read_file",
+  "session_id", "path", "read_at"}`` lines.
 
-Import gives a session or message a new id when the target already has that id (or
-the file repeats one), rewriting the references to it; it never overwrites a row, and
-it loads the whole file in one transaction or nothing. A file holding what no row can
+The ``files`` / ``read_files`` parts are a compatible extension of version 1: a file
+written before them (no such counts in the header, no such lines) imports as before.
+
+Every line is strict JSON (``allow_nan=False``): a ``cost`` that is not finite, which
+JSON has no number for, is written as the string ``"Infinity"`` (or ``"-Infinity"`` /
+``"NaN"``) and read back as that float; an older export's bare ``Infinity`` still reads.
+U+0085, U+2028 and U+2029, which ``str.splitlines()`` takes for line ends, are written
+as ``\\u0085`` / ``\\u2028`` / ``\\u2029`` escapes, so each record is exactly one line
+for any reader.
+
+Import gives a session, message or file a new id when the target already has that id
+(or the file repeats one), rewriting the references to it; with ``skip_existing`` such
+rows (and ``read_files`` rows whose session and path the target has) are skipped
+instead, so importing one export twice changes nothing. It never overwrites a row,
+keeps every column as exported (``updated_at`` too, see ``Database.import_rows``), and
+loads the whole file in one transaction or nothing. A file holding what no row can
 (an integer column outside int64, a lone surrogate in any string, JSON nested deeper
 than ``MAX_DEPTH``) is refused whole, naming the line, before the database is opened.
 """
@@ -19,8 +36,10 @@ than ``MAX_DEPTH``) is refused whole, naming the line, before the database is op
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, Final, NamedTuple
 
@@ -47,10 +66,22 @@ from msgstore import (
 
 FORMAT: Final = "msgstore-export"
 VERSION: Final = 1
+# A non-finite cost, which JSON has no number for, as the string written in its place.
+_NON_FINITE: Final = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+# What ``str.splitlines()`` ends a line at and ``json.dumps`` leaves raw.
+_LINE_BREAKS: Final = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 class ExportFormatError(MsgstoreError):
     """An import file that is not a msgstore export (or a damaged one); names the line."""
+
+
+class ExportError(MsgstoreError):
+    """A row that cannot be written as strict JSON; names the row."""
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 # -- reading rows -------------------------------------------------------------------------
@@ -89,19 +120,79 @@ def message_records(db: Database, session_id: str) -> list[MessageRecord]:
     return [MessageRecord._make(row) for row in db.message_rows(session_id)]
 
 
+class FileRecord(NamedTuple):
+    """One ``files`` row, every column, in ``Database.file_rows``' order."""
+
+    id: str
+    session_id: str
+    path: str
+    content: str
+    version: int
+    created_at: int
+    updated_at: int
+
+
+class ReadFileRecord(NamedTuple):
+    """One ``read_files`` row, in ``Database.read_file_rows``' order."""
+
+    session_id: str
+    path: str
+    read_at: int
+
+
+@attrs.frozen
+class SessionRecords:
+    """A session and every row of the other tables that belongs to it."""
+
+    session: Session
+    messages: list[MessageRecord]
+    files: list[FileRecord]
+    read_files: list[ReadFileRecord]
+
+
+def session_records(db: Database, session: Session) -> SessionRecords:
+    return SessionRecords(
+        session,
+        message_records(db, session.id),
+        [FileRecord._make(r) for r in db.file_rows(session.id)],
+        [ReadFileRecord._make(r) for r in db.read_file_rows(session.id)],
+    )
+
+
 # -- JSONL --------------------------------------------------------------------------------
 
 
 def _line(obj: dict[str, Any]) -> bytes:
+    """One strict-JSON line, with nothing in it that ``str.splitlines()`` splits at."""
     try:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-        return text.encode("utf-8") + b"\n"
+        text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError as e:  # a non-finite float inside a message's parts
+        what = f"{obj.get('type', 'header')} {obj.get('id', obj.get('path', ''))!r}"
+        raise ExportError(f"{what} cannot be written as JSON: {e}") from None
+    try:
+        return text.translate(_LINE_BREAKS).encode("utf-8") + b"\n"
     except UnicodeEncodeError:  # a lone surrogate: \u escapes are still valid JSON
-        return json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n"
+        return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _cost_json(cost: float) -> float | str:
+    if math.isfinite(cost):
+        return cost
+    return "NaN" if math.isnan(cost) else ("Infinity" if cost > 0 else "-Infinity")
 
 
 def _session_obj(s: Session) -> dict[str, Any]:
-    return {"type": "session", **attrs.asdict(s)}
+    obj = {"type": "session", **attrs.asdict(s)}
+    obj["cost"] = _cost_json(s.cost)
+    return obj
+
+
+def _file_obj(f: FileRecord) -> dict[str, Any]:
+    return {"type": "file", **f._asdict()}
+
+
+def _read_file_obj(r: ReadFileRecord) -> dict[str, Any]:
+    return {"type": "read_file", **r._asdict()}
 
 
 def _message_obj(m: MessageRecord) -> dict[str, Any]:
@@ -123,22 +214,27 @@ def _message_obj(m: MessageRecord) -> dict[str, Any]:
 def export_jsonl(db: Database, ids: Sequence[str], out: IO[bytes]) -> tuple[int, int]:
     """Write the sessions (all when ``ids`` is empty) as JSONL; return (sessions, messages)."""
     sessions = sessions_to_export(db, ids)
-    # Read everything first: the header carries the counts, and a corrupt row fails
-    # the export before anything is written.
-    records = [(s, message_records(db, s.id)) for s in sessions]
-    n_messages = sum(len(ms) for _, ms in records)
+    # Read and encode everything first: the header carries the counts, and a corrupt
+    # row fails the export before anything is written.
+    records = [session_records(db, s) for s in sessions]
+    body: list[bytes] = []
+    for r in records:
+        body.append(_line(_session_obj(r.session)))
+        body.extend(_line(_message_obj(m)) for m in r.messages)
+        body.extend(_line(_file_obj(f)) for f in r.files)
+        body.extend(_line(_read_file_obj(rf)) for rf in r.read_files)
+    n_messages = sum(len(r.messages) for r in records)
     header = {
         "format": FORMAT,
         "version": VERSION,
         "exported_at": int(time.time()),
         "sessions": len(sessions),
         "messages": n_messages,
+        "files": sum(len(r.files) for r in records),
+        "read_files": sum(len(r.read_files) for r in records),
     }
     out.write(_line(header))
-    for session, messages in records:
-        out.write(_line(_session_obj(session)))
-        for m in messages:
-            out.write(_line(_message_obj(m)))
+    out.writelines(body)
     return len(sessions), n_messages
 
 
@@ -147,11 +243,17 @@ def export_jsonl(db: Database, ids: Sequence[str], out: IO[bytes]) -> tuple[int,
 
 @attrs.frozen
 class ImportResult:
+    # rows inserted
     sessions: int
     messages: int
     # old id -> new id, only for the rows that were given a new one
     renamed_sessions: dict[str, str]
     renamed_messages: dict[str, str]
+    files: int = 0
+    read_files: int = 0
+    renamed_files: dict[str, str] = attrs.field(factory=dict)
+    # rows not inserted (``skip_existing``) because the database had them, per table
+    skipped: dict[str, int] = attrs.field(factory=dict)
 
 
 _INT64_MIN: Final = -(2**63)
@@ -180,6 +282,14 @@ def _digits(value: int) -> str:
 
 
 def _cost(obj: dict[str, Any], where: str) -> float:
+    value = obj.get("cost")
+    if type(value) is str and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    if type(value) is str:
+        raise ExportFormatError(
+            f"{where}: 'cost' must be a number or one of the strings "
+            f"{', '.join(map(repr, _NON_FINITE))}, got {value!r:.60}"
+        )
     value = _field(obj, "cost", _NUM, where)
     try:
         return float(value)
@@ -247,24 +357,47 @@ class ExportData:
 
     sessions: list[Session]
     messages: list[MessageRecord]
+    files: list[FileRecord] = attrs.field(factory=list)
+    read_files: list[ReadFileRecord] = attrs.field(factory=list)
 
 
 def read_export(lines: Iterable[bytes], *, name: str = "input") -> ExportData:
     """Parse and check a JSONL export; ``ExportFormatError`` names the file and line."""
-    sessions, messages = _parse(lines, name)
-    known = {s.id for s in sessions}
-    for m in messages:
-        if m.session_id not in known:
+    data = _parse(lines, name)
+    known = {s.id for s in data.sessions}
+    rows: list[tuple[str, str, str]] = [("message", m.id, m.session_id) for m in data.messages]
+    rows += [("file", f.id, f.session_id) for f in data.files]
+    rows += [("read_files row", r.path, r.session_id) for r in data.read_files]
+    for kind, key, session_id in rows:
+        if session_id not in known:
             raise ExportFormatError(
-                f"{name}: message {m.id!r} belongs to session {m.session_id!r}, "
+                f"{name}: {kind} {key!r} belongs to session {session_id!r}, "
                 "which the file does not hold"
             )
-    return ExportData(sessions, messages)
+    return data
 
 
-def _parse(lines: Iterable[bytes], name: str) -> tuple[list[Session], list[MessageRecord]]:
-    sessions: list[Session] = []
-    messages: list[MessageRecord] = []
+def _header_error(obj: dict[str, Any], name: str) -> ExportFormatError | None:
+    if "format" not in obj:
+        return ExportFormatError(f"{name} is not a msgstore export (no header line)")
+    if obj["format"] != FORMAT:
+        return ExportFormatError(
+            f"{name} is not a msgstore export: its header says format {obj['format']!r:.60}, "
+            f"expected {FORMAT!r}"
+        )
+    version = obj.get("version")
+    if version != VERSION:
+        return ExportFormatError(
+            f"{name} is export format version {version!r:.60}; "
+            f"this msgstore reads version {VERSION}"
+        )
+    return None
+
+
+def _parse(lines: Iterable[bytes], name: str) -> ExportData:
+    data = ExportData([], [])
+    sessions, messages = data.sessions, data.messages
+    files, read_files = data.files, data.read_files
     header: dict[str, Any] | None = None
     for number, raw in enumerate(lines, start=1):
         where = f"{name} line {number}"
@@ -284,14 +417,9 @@ def _parse(lines: Iterable[bytes], name: str) -> tuple[list[Session], list[Messa
             raise ExportFormatError(f"{where}: expected a JSON object")
         _check_json(obj, where)
         if header is None:
-            if obj.get("format") != FORMAT:
-                raise ExportFormatError(f"{name} is not a msgstore export (no header line)")
-            version = obj.get("version")
-            if version != VERSION:
-                raise ExportFormatError(
-                    f"{name} is export format version {version!r}; "
-                    f"this msgstore reads version {VERSION}"
-                )
+            error = _header_error(obj, name)
+            if error is not None:
+                raise error
             header = obj
             continue
         kind = obj.get("type")
@@ -299,21 +427,45 @@ def _parse(lines: Iterable[bytes], name: str) -> tuple[list[Session], list[Messa
             sessions.append(_parse_session(obj, where))
         elif kind == "message":
             messages.append(_parse_message(obj, where))
+        elif kind == "file":
+            files.append(_parse_file(obj, where))
+        elif kind == "read_file":
+            read_files.append(_parse_read_file(obj, where))
         else:
             raise ExportFormatError(f"{where}: unknown record type {kind!r}")
     if header is None:
         raise ExportFormatError(f"{name} is empty, not a msgstore export")
-    for kind, ids in (("session", [s.id for s in sessions]), ("message", [m.id for m in messages])):
+    keyed: tuple[tuple[str, list[Any]], ...] = (
+        ("session", [s.id for s in sessions]),
+        ("message", [m.id for m in messages]),
+        ("file", [f.id for f in files]),
+        ("read_files row", [(r.session_id, r.path) for r in read_files]),
+    )
+    for kind, ids in keyed:
         if len(set(ids)) != len(ids):
-            twice = next(i for i in ids if ids.count(i) > 1)
+            twice = next(i for i, n in Counter(ids).items() if n > 1)
             raise ExportFormatError(f"{name} holds {kind} {twice!r} twice")
-    if (header.get("sessions"), header.get("messages")) != (len(sessions), len(messages)):
+    # An export from before files and read_files were carried announces neither.
+    held = {"sessions": len(sessions), "messages": len(messages)}
+    held |= {"files": len(files), "read_files": len(read_files)}
+    announced = {k: header.get(k, 0 if k in ("files", "read_files") else None) for k in held}
+    if announced != held:
+        nouns = {"sessions": "session", "messages": "message", "files": "file"}
+        nouns["read_files"] = "read_files row"
+        shown = [k for k in held if k in ("sessions", "messages") or held[k] or announced[k]]
+
+        def listed(counts: dict[str, Any]) -> str:
+            words = [
+                _n(v, nouns[k]) if type(v) is int else f"{v!r:.20} {nouns[k]}s"
+                for k, v in ((k, counts[k]) for k in shown)
+            ]
+            return ", ".join(words[:-1]) + " and " + words[-1]
+
         raise ExportFormatError(
-            f"{name} is incomplete: its header announces {header.get('sessions')} sessions "
-            f"and {header.get('messages')} messages, it holds {len(sessions)} and "
-            f"{len(messages)}"
+            f"{name} is incomplete: its header announces {listed(announced)}, "
+            f"it holds {listed(held)}"
         )
-    return sessions, messages
+    return data
 
 
 def _parse_session(obj: dict[str, Any], where: str) -> Session:
@@ -358,16 +510,61 @@ def _parse_message(obj: dict[str, Any], where: str) -> MessageRecord:
     )
 
 
-def import_jsonl(db: Database, lines: Iterable[bytes], *, name: str = "input") -> ImportResult:
+def _parse_file(obj: dict[str, Any], where: str) -> FileRecord:
+    return FileRecord(
+        id=_field(obj, "id", _STR, where),
+        session_id=_field(obj, "session_id", _STR, where),
+        path=_field(obj, "path", _STR, where),
+        content=_field(obj, "content", _STR, where),
+        version=_field(obj, "version", _INT, where),
+        created_at=_field(obj, "created_at", _INT, where),
+        updated_at=_field(obj, "updated_at", _INT, where),
+    )
+
+
+def _parse_read_file(obj: dict[str, Any], where: str) -> ReadFileRecord:
+    return ReadFileRecord(
+        session_id=_field(obj, "session_id", _STR, where),
+        path=_field(obj, "path", _STR, where),
+        read_at=_field(obj, "read_at", _INT, where),
+    )
+
+
+def import_jsonl(
+    db: Database, lines: Iterable[bytes], *, name: str = "input", skip_existing: bool = False
+) -> ImportResult:
     """Parse an export and load it into ``db``; see ``import_export``."""
-    return import_export(db, read_export(lines, name=name))
+    return import_export(db, read_export(lines, name=name), skip_existing=skip_existing)
 
 
-def import_export(db: Database, data: ExportData) -> ImportResult:
-    """Load a parsed export into ``db``: all of it in one transaction, or nothing."""
-    sessions, messages = data.sessions, data.messages
-    s_map, m_map = db.import_rows(sessions, messages)
-    return ImportResult(len(sessions), len(messages), s_map, m_map)
+def import_export(db: Database, data: ExportData, *, skip_existing: bool = False) -> ImportResult:
+    """Load a parsed export into ``db``: all of it in one transaction, or nothing.
+
+    With ``skip_existing`` the rows the database already has (by id; ``read_files`` by
+    session and path) are skipped, not given new ids."""
+    done = db.import_rows(
+        data.sessions, data.messages, data.files, data.read_files, skip_existing=skip_existing
+    )
+    return ImportResult(
+        sessions=done.inserted["sessions"],
+        messages=done.inserted["messages"],
+        renamed_sessions=done.renamed_sessions,
+        renamed_messages=done.renamed_messages,
+        files=done.inserted["files"],
+        read_files=done.inserted["read_files"],
+        renamed_files=done.renamed_files,
+        skipped=done.skipped,
+    )
+
+
+def counted(sessions: int, messages: int, files: int = 0, read_files: int = 0) -> str:
+    """ "2 sessions, 5 messages" (with files and read_files rows when there are any)."""
+    words = [_n(sessions, "session"), _n(messages, "message")]
+    if files:
+        words.append(_n(files, "file"))
+    if read_files:
+        words.append(_n(read_files, "read_files row"))
+    return ", ".join(words)
 
 
 # -- Markdown -----------------------------------------------------------------------------

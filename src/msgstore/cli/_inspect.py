@@ -8,10 +8,58 @@ plain ``SELECT`` (or a pragma that only reads), so it runs on a read-only connec
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from pathlib import Path
 
 import attrs
 
-from msgstore import Database, DatabaseError, Session, SessionNotFound, connect
+from msgstore import Database, DatabaseError, MsgstoreError, Session, SessionNotFound, connect
+
+ENV_DB = "MSGSTORE_DB"
+CRUSH_DB = os.path.join(".crush", "crush.db")
+
+
+class NoDatabaseFound(MsgstoreError):
+    """No ``--db``, no ``MSGSTORE_DB``, and no ``.crush/crush.db`` above the working directory."""
+
+
+class AmbiguousSessionId(SessionNotFound):
+    """A session id prefix that more than one session's id starts with."""
+
+
+@attrs.frozen
+class FoundDatabase:
+    """The database a command uses, and (when it was not named with ``--db``) how it
+    was found, for the one line that says so."""
+
+    path: str
+    how: str | None  # None: given with --db
+
+
+def find_database(
+    explicit: str | None,
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FoundDatabase:
+    """The database to use: ``--db`` when given, else ``$MSGSTORE_DB``, else crush's
+    ``.crush/crush.db`` in the working directory or the nearest parent that has one
+    (the way crush finds its project's data directory). Never creates anything."""
+    if explicit is not None:
+        return FoundDatabase(explicit, None)
+    env = os.environ if environ is None else environ
+    from_env = env.get(ENV_DB)
+    if from_env:
+        return FoundDatabase(from_env, f"from {ENV_DB}")
+    start = Path(os.getcwd() if cwd is None else cwd).absolute()
+    for directory in (start, *start.parents):
+        candidate = directory / CRUSH_DB
+        if candidate.is_file():
+            return FoundDatabase(str(candidate), f"found from {start}")
+    raise NoDatabaseFound(
+        f"no database: no {CRUSH_DB} in {start} or any directory above it, and "
+        f"{ENV_DB} is not set; pass --db PATH (or set {ENV_DB}=PATH)"
+    )
 
 
 def open_read_only(path: str | os.PathLike[str]) -> Database:
@@ -52,15 +100,36 @@ def session_tree(db: Database) -> list[tuple[int, Session]]:
     return out
 
 
+MAX_LISTED = 10
+
+
 def require_sessions(db: Database, ids: list[str]) -> list[Session]:
-    """The sessions named by ``ids`` (in that order); ``SessionNotFound`` for the first
-    unknown one, naming the file."""
+    """The sessions named by ``ids`` (in that order), each a whole id or a unique
+    prefix of one (like git); ``SessionNotFound`` for the first unknown one, naming
+    the file, and ``AmbiguousSessionId`` listing the ids a prefix matches."""
     out = []
+    every: list[Session] | None = None
     for sid in ids:
         try:
             out.append(db.get_session(sid))
+            continue
         except SessionNotFound:
-            raise SessionNotFound(f"no session {sid!r} in {db.path}") from None
+            pass
+        if every is None:
+            every = db.all_sessions()
+        matches = [s for s in every if sid and s.id.startswith(sid)]
+        if not matches:
+            raise SessionNotFound(f"no session {sid!r} in {db.path}")
+        if len(matches) > 1:
+            listed = ", ".join(s.id for s in matches[:MAX_LISTED])
+            more = len(matches) - MAX_LISTED
+            if more > 0:
+                listed += f" and {more} more"
+            raise AmbiguousSessionId(
+                f"session id prefix {sid!r} is ambiguous in {db.path}: "
+                f"{len(matches)} sessions match: {listed}"
+            )
+        out.append(matches[0])
     return out
 
 

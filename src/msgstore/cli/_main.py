@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import io
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -38,35 +39,55 @@ def _n(count: int, noun: str) -> str:
 # -- commands -----------------------------------------------------------------------------
 
 
+def _terminal_width(stream: IO[str]) -> int | None:
+    """The width to fit tables to: ``$COLUMNS`` when set, the terminal's width on a
+    terminal, else None (piped output is never cut)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if stream.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
 def _cmd_sessions(args: argparse.Namespace) -> int:
     from ._inspect import open_read_only, session_tree
-    from ._render import Output, sessions_lines
+    from ._render import Output, sessions_json, sessions_lines, write_json
 
     with open_read_only(args.db) as db:
-        lines = sessions_lines(session_tree(db))
-    Output(sys.stdout).lines(lines)
+        tree = session_tree(db)
+    if args.json:
+        write_json(sys.stdout.buffer, sessions_json(tree))
+        return 0
+    Output(sys.stdout).lines(sessions_lines(tree, width=_terminal_width(sys.stdout)))
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from ._inspect import open_read_only, require_sessions
-    from ._render import Output, show_lines
+    from ._render import Output, show_json, show_lines, write_json
 
     with open_read_only(args.db) as db:
         (session,) = require_sessions(db, [args.session_id])
-        lines = show_lines(session, db.stored_messages(session.id))
-    Output(sys.stdout).lines(lines)
+        messages = db.stored_messages(session.id)
+    if args.json:
+        write_json(sys.stdout.buffer, show_json(session, messages))
+        return 0
+    Output(sys.stdout).lines(show_lines(session, messages))
     return 0
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from ._inspect import file_stats, open_read_only, wal_size
-    from ._render import Output, stats_lines
+    from ._render import Output, stats_json, stats_lines, write_json
 
     wal = wal_size(args.db)
     with open_read_only(args.db) as db:
-        lines = stats_lines(file_stats(db, wal_size=wal))
-    Output(sys.stdout).lines(lines)
+        stats = file_stats(db, wal_size=wal)
+    if args.json:
+        write_json(sys.stdout.buffer, stats_json(stats))
+        return 0
+    Output(sys.stdout).lines(stats_lines(stats))
     return 0
 
 
@@ -78,6 +99,12 @@ def _output_file(path: str | None) -> Iterator[IO[bytes]]:
         sys.stdout.buffer.flush()
         return
     target = Path(path)
+    if target.is_dir():
+        raise CliError(
+            f"{path} is a directory: give -o a file name (e.g. {target / 'export.jsonl'})"
+        )
+    if not (target.parent or Path(".")).is_dir():
+        raise CliError(f"{target.parent}: no such directory")
     fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -102,7 +129,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from ._export import import_export, read_export
+    from ._export import counted, import_export, read_export
 
     source = Path(args.file)
     if not source.is_file():
@@ -111,10 +138,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
     with source.open("rb") as f:
         data = read_export(f, name=str(source))
     with connect(args.db) as db:
-        result = import_export(db, data)
-    renamed = len(result.renamed_sessions) + len(result.renamed_messages)
+        result = import_export(db, data, skip_existing=args.skip_existing)
+    renamed = (
+        len(result.renamed_sessions) + len(result.renamed_messages) + len(result.renamed_files)
+    )
     note = f" ({renamed} given new ids: the file already had them)" if renamed else ""
-    what = f"{_n(result.sessions, 'session')}, {_n(result.messages, 'message')}"
+    if args.skip_existing:
+        note += f"; skipped {counted(**result.skipped)} already in the database"
+    what = counted(result.sessions, result.messages, result.files, result.read_files)
     print(f"imported {what} into {args.db}{note}")
     for old, new in result.renamed_sessions.items():
         print(f"session {old} -> {new}")
@@ -154,10 +185,28 @@ def _package_version() -> str:
 def _add_db(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db",
-        required=True,
+        default=None,
         metavar="PATH",
-        help="the crush or msgstore database file (crush keeps it at .crush/crush.db)",
+        help=(
+            "the crush or msgstore database file (default: $MSGSTORE_DB, else the "
+            "current project's .crush/crush.db, looked for in this directory and upward)"
+        ),
     )
+    p.set_defaults(find_db=True)
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
+
+
+def _resolve_db(args: argparse.Namespace) -> None:
+    """Fill in ``args.db`` when it was not given, and say on stderr which file it is."""
+    from ._inspect import find_database
+
+    found = find_database(args.db)
+    if found.how is not None:
+        print(f"msgstore: using {found.path} ({found.how})", file=sys.stderr)
+    args.db = found.path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file read-only.",
     )
     _add_db(p)
+    _add_json(p)
 
     p = command(
         "show",
@@ -224,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
         "file read-only.",
     )
     _add_db(p)
-    p.add_argument("session_id", metavar="SESSION_ID")
+    _add_json(p)
+    p.add_argument(
+        "session_id", metavar="SESSION_ID", help="a session id, or a unique prefix of one"
+    )
 
     p = command(
         "export",
@@ -243,11 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_import,
         "load a JSONL export into a database",
         "Load a JSONL export (creating and migrating the database if needed). Rows whose "
-        "id the database already has get new ids; nothing is overwritten. The whole file "
-        "is imported in one transaction, or nothing is.",
+        "id the database already has get new ids (or, with --skip-existing, are left "
+        "out); nothing is overwritten, and every column, updated_at too, is kept as "
+        "exported. The whole file is imported in one transaction, or nothing is.",
     )
     _add_db(p)
     p.add_argument("file", metavar="FILE.jsonl")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip rows whose id the database already has (importing a file twice "
+        "changes nothing), instead of giving them new ids",
+    )
 
     p = command(
         "stats",
@@ -257,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of the file and its WAL. Opens the file read-only.",
     )
     _add_db(p)
+    _add_json(p)
     return parser
 
 
@@ -284,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if getattr(args, "find_db", False):
+            _resolve_db(args)
         return func(args)
     except KeyboardInterrupt:
         print("msgstore: interrupted", file=sys.stderr)

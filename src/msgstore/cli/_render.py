@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, TypeAlias
+
+import attrs
 
 from msgstore import (
     BinaryContent,
@@ -27,6 +30,7 @@ from msgstore import (
     TextContent,
     ToolCall,
     ToolResult,
+    encode_parts,
 )
 
 from ._inspect import FileStats
@@ -53,15 +57,21 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def when(ts: int | None) -> str:
-    """A Unix time as ``YYYY-MM-DD HH:MM:SS UTC`` (``-`` for none)."""
+def plural(count: int, noun: str) -> str:
+    """``1 message``, ``2 messages``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def when(ts: int | None, *, short: bool = False) -> str:
+    """A Unix time as ``YYYY-MM-DD HH:MM:SS UTC`` (``-`` for none); ``short``:
+    ``YYYY-MM-DD HH:MM``."""
     if not ts:
         return "-"
     try:
         moment = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
     except (OverflowError, OSError, ValueError):
         return str(ts)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S UTC")
 
 
 def size(n: int) -> str:
@@ -125,22 +135,109 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: int =
 # -- sessions -----------------------------------------------------------------------------
 
 
-def sessions_lines(sessions: Sequence[tuple[int, Session]]) -> list[Line]:
+TITLE_FLOOR = 10  # shrink the title this far before dropping other columns
+ELLIPSIS = "…"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + ELLIPSIS
+
+
+def sessions_lines(
+    sessions: Sequence[tuple[int, Session]], *, width: int | None = None
+) -> list[Line]:
+    """The summary table. Ids are never shortened: to fit ``width`` columns the title
+    is cut (with an ellipsis), then the less important columns go, one by one."""
     if not sessions:
         return [("no sessions", DIM)]
-    rows = [
-        [
-            "  " * depth + ("└ " if depth else "") + s.id,
-            printable(s.title),
-            str(s.message_count),
-            f"{s.prompt_tokens}/{s.completion_tokens}",
-            f"${s.cost:.4f}",
-            when(s.updated_at),
-        ]
-        for depth, s in sessions
+    ids = ["  " * depth + ("└ " if depth else "") + s.id for depth, s in sessions]
+    titles = [printable(s.title) for _, s in sessions]
+    column = {
+        "MESSAGES": [str(s.message_count) for _, s in sessions],
+        "TOKENS IN/OUT": [f"{s.prompt_tokens}/{s.completion_tokens}" for _, s in sessions],
+        "COST": [f"${s.cost:.4f}" for _, s in sessions],
+        "UPDATED": [when(s.updated_at) for _, s in sessions],
+    }
+    short = {**column, "UPDATED": [when(s.updated_at, short=True) for _, s in sessions]}
+    layouts: list[tuple[list[str], dict[str, list[str]], int]] = [
+        (["MESSAGES", "TOKENS IN/OUT", "COST", "UPDATED"], column, TITLE_FLOOR),
+        (["MESSAGES", "COST", "UPDATED"], column, TITLE_FLOOR),
+        (["MESSAGES", "UPDATED"], column, TITLE_FLOOR),
+        (["MESSAGES", "UPDATED"], short, TITLE_FLOOR),
+        (["MESSAGES", "UPDATED"], short, len("TITLE")),
+        (["MESSAGES"], short, len("TITLE")),
+        ([], short, len("TITLE")),
     ]
-    headers = ["ID", "TITLE", "MESSAGES", "TOKENS IN/OUT", "COST", "UPDATED"]
-    return table(headers, rows, right=0)
+    natural_title = max(len("TITLE"), *map(len, titles))
+    id_width = max(len("ID"), *map(len, ids))
+    names, cells, title_width = layouts[0][0], column, natural_title
+    for names, cells, floor in layouts:
+        others = sum(max(len(n), *map(len, cells[n])) + 2 for n in names)
+        room = natural_title if width is None else width - id_width - 2 - others
+        if room >= min(floor, natural_title) or names == []:
+            title_width = max(min(room, natural_title), len("TITLE"))
+            break
+    rows = [
+        [i, _clip(t, title_width), *(cells[n][k] for n in names)]
+        for k, (i, t) in enumerate(zip(ids, titles, strict=True))
+    ]
+    return table(["ID", "TITLE", *names], rows, right=0)
+
+
+# -- JSON ---------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and infinity replaced by None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(stream: IO[bytes], value: Any) -> None:
+    """One JSON document, UTF-8, on ``stream``: no NaN or Infinity, and U+2028/U+2029
+    escaped (they end a line for ``str.splitlines()`` and JavaScript)."""
+    text = json.dumps(_finite(value), allow_nan=False, ensure_ascii=False, indent=2)
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    stream.write(text.encode("utf-8") + b"\n")
+    stream.flush()
+
+
+def session_json(session: Session) -> dict[str, Any]:
+    """A session row as a JSON object, one key per column."""
+    return attrs.asdict(session)
+
+
+def sessions_json(sessions: Sequence[tuple[int, Session]]) -> list[dict[str, Any]]:
+    """Every session, in the table's order (sub-sessions after their parent)."""
+    return [session_json(s) for _, s in sessions]
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """A message as a JSON object; ``parts`` as the ``parts`` column holds them."""
+    return {
+        "id": message.id,
+        "session_id": message.session_id,
+        "role": Role(message.role).value,
+        "model": message.model,
+        "provider": message.provider,
+        "created_at": message.created_at,
+        "updated_at": message.updated_at,
+        "is_summary_message": message.is_summary_message,
+        "parts": json.loads(encode_parts(message.parts)),
+    }
+
+
+def show_json(session: Session, messages: Sequence[Message]) -> dict[str, Any]:
+    return {"session": session_json(session), "messages": [message_json(m) for m in messages]}
+
+
+def stats_json(stats: FileStats) -> dict[str, Any]:
+    return attrs.asdict(stats)
 
 
 # -- show ---------------------------------------------------------------------------------
@@ -155,7 +252,7 @@ def session_header(session: Session) -> list[Line]:
     return [
         (printable(session.title) or "(untitled)", "bold"),
         (
-            f"session {session.id} · {session.message_count} messages · "
+            f"session {session.id} · {plural(session.message_count, 'message')} · "
             f"tokens {session.prompt_tokens} in / {session.completion_tokens} out · "
             f"cost ${session.cost:.4f} · created {when(session.created_at)} · "
             f"updated {when(session.updated_at)}",
