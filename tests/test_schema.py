@@ -188,7 +188,7 @@ def test_partly_migrated_file_gets_the_remaining_versions(db_path: Path) -> None
 def test_partly_migrated_file_is_refused_read_only(db_path: Path) -> None:
     _old_crush_file(db_path, 2)
     before = snapshot(db_path)
-    with pytest.raises(DatabaseError, match="lacks schema versions .* migrate it"):
+    with pytest.raises(DatabaseError, match=r"lacks schema versions .* migrate it"):
         connect(db_path, read_only=True)
     assert snapshot(db_path) == before
 
