@@ -12,7 +12,8 @@ import trio.testing
 from rich.console import Console
 
 from msgstore import Role, connect
-from msgstore.cli._demo import DemoOptions, run_demo
+from msgstore.cli._demo import run_demo
+from msgstore.cli._demo_state import DemoOptions
 from msgstore.cli._demo_view import LiveView, PlainView, command_prefix, pick_view
 
 

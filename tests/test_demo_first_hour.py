@@ -40,8 +40,9 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from msgstore import Role, connect
-from msgstore.cli._demo import DemoOptions, DemoState, run_demo
+from msgstore.cli._demo import run_demo
 from msgstore.cli._demo_scripts import SCRIPTS
+from msgstore.cli._demo_state import DemoOptions, DemoState
 from msgstore.cli._demo_view import LiveView, Tail, command_prefix, message_renderables
 
 SIZES = [pytest.param(160, 45, id="160x45"), pytest.param(80, 24, id="80x24")]

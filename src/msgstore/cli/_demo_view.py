@@ -23,7 +23,7 @@ from msgstore import Event, EventType, Message, Role, ToolCall, ToolResult
 from ._render import printable
 
 if TYPE_CHECKING:
-    from ._demo import Conversation, DemoResult, DemoState
+    from ._demo_state import Conversation, DemoResult, DemoState
 
 
 class View(Protocol):

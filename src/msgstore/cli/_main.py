@@ -153,7 +153,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import DemoOptions, default_db_path, run_demo_cli
+    from ._demo import default_db_path, run_demo_cli
+    from ._demo_state import DemoOptions
 
     if args.streams < 1:
         raise CliError("--streams must be at least 1")
