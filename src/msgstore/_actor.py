@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 import trio
@@ -45,6 +45,8 @@ from ._structure import Structure, is_terminal, structure_of
 from ._supervisor import RestartPolicy, Supervisor
 
 logger = logging.getLogger("msgstore")
+
+T = TypeVar("T")
 
 # Waits after a failed write before the next try, on Trio's clock.
 RETRY_BACKOFF: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -303,13 +305,8 @@ class MessageActor:
 
     async def _write(self, reply: Reply[Any] | None) -> None:
         """Write (waiting out another connection's lock), then answer ``reply``."""
-        ctx = self._ctx
         try:
-            await wait_out_busy(
-                lambda: self._commit(reply),
-                busy_timeout=ctx.busy_timeout,
-                on_wait=ctx.counters.busy_wait,
-            )
+            await self._waiting_out_busy(lambda: self._commit(reply))
         except _Withdrawn:
             return  # the state stays buffered for its window
         except MessageNotFound as error:
@@ -328,12 +325,23 @@ class MessageActor:
         if reply is not None:
             reply.set(None)
 
-    def _write_failed(self, error: StorageError) -> None:
-        """Keep the state buffered and try again after a backoff, with no further call."""
+    async def _waiting_out_busy(self, write: Callable[[], T]) -> T:
+        """Run one write, waiting on Trio time while another connection holds the lock."""
         ctx = self._ctx
-        ctx.counters.write_errors += 1
+        return await wait_out_busy(
+            write, busy_timeout=ctx.busy_timeout, on_wait=ctx.counters.busy_wait
+        )
+
+    def _count_failure(self) -> float:
+        """Count a failed write; how long to wait before the next try (the backoff)."""
+        self._ctx.counters.write_errors += 1
         delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
         self._failures += 1
+        return delay
+
+    def _write_failed(self, error: StorageError) -> None:
+        """Keep the state buffered and try again after a backoff, with no further call."""
+        delay = self._count_failure()
         self._deadline = trio.current_time() + delay
         self.mailbox.window_moved(self._deadline)
         self.mailbox.wake_actor_at(self._deadline)
@@ -355,9 +363,7 @@ class MessageActor:
             return ctx.store.insert_message(id=self.id, **fields)
 
         try:
-            message = await wait_out_busy(
-                insert, busy_timeout=ctx.busy_timeout, on_wait=ctx.counters.busy_wait
-            )
+            message = await self._waiting_out_busy(insert)
         except _Withdrawn:
             self._end(None)  # no row: a later update of this id finds none
             return
@@ -385,9 +391,7 @@ class MessageActor:
             ctx.store.delete_message(self.id)
 
         try:
-            await wait_out_busy(
-                delete, busy_timeout=ctx.busy_timeout, on_wait=ctx.counters.busy_wait
-            )
+            await self._waiting_out_busy(delete)
         except _Withdrawn:
             return
         except MessageNotFound as error:
@@ -517,23 +521,15 @@ class MessageActor:
 
     async def _write_until_clean(self, errors: list[BaseException]) -> None:
         """Write, retrying storage errors with backoff; a bug or a vanished row ends it."""
-        ctx = self._ctx
         while self._dirty:
             try:
-                await wait_out_busy(
-                    lambda: self._commit(None),
-                    busy_timeout=ctx.busy_timeout,
-                    on_wait=ctx.counters.busy_wait,
-                )
+                await self._waiting_out_busy(lambda: self._commit(None))
             except MessageNotFound as exc:
                 errors.append(exc)
                 self._dirty = False
             except StorageError as exc:
                 errors[:] = [exc]  # the latest is the one to report
-                ctx.counters.write_errors += 1
-                delay = RETRY_BACKOFF[min(self._failures, len(RETRY_BACKOFF) - 1)]
-                self._failures += 1
-                await trio.sleep(delay)
+                await trio.sleep(self._count_failure())
             except Exception as exc:  # a bug: no restart now, report it
                 errors.append(exc)
                 return

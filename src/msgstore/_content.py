@@ -10,7 +10,7 @@ import datetime
 import enum
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias, TypeVar
 
 import attrs
@@ -113,35 +113,29 @@ def check_text(value: object, where: str) -> str:
     return value
 
 
-def _json_depth_exceeds(value: object, limit: int) -> bool:
-    """Whether ``value`` nests objects and arrays deeper than ``limit`` (iteratively:
-    a recursive walk is what fails on such values)."""
+def _check_json_tree(value: object, where: str) -> None:
+    """Refuse a JSON value nested deeper than ``MAX_JSON_DEPTH`` or holding a string (key
+    or value) with a lone surrogate. One walk, iterative: a recursive walk is what fails
+    on such values. Depth is reported before a surrogate, whatever comes first."""
+    surrogate: str | None = None
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            if surrogate is None and has_lone_surrogate(item):
+                surrogate = item
+            continue
         if isinstance(item, dict):
-            children: Any = item.values()
+            children: list[object] = [*item.keys(), *item.values()]
         elif isinstance(item, list | tuple):
-            children = item
+            children = list(item)
         else:
             continue
-        if depth > limit:
-            return True
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidPart(f"{where} nests deeper than {MAX_JSON_DEPTH} levels")
         stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-def _json_strings(value: object) -> Iterator[str]:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+    if surrogate is not None:
+        raise _surrogate_error(where, surrogate)
 
 
 _is_int = _check(int, "int", allow_bool=False)
@@ -165,12 +159,7 @@ def _json_object_or_none(instance: object, attribute: attrs.Attribute[Any], valu
     if isinstance(value, dict):
         # Checked here, not at write time: a value JSON cannot hold would make every
         # later write of the message fail, long after the caller could be told.
-        where = f"{type(instance).__name__}.{attribute.name}"
-        if _json_depth_exceeds(value, MAX_JSON_DEPTH):
-            raise InvalidPart(f"{where} nests deeper than {MAX_JSON_DEPTH} levels")
-        for text in _json_strings(value):
-            if has_lone_surrogate(text):
-                raise _surrogate_error(where, text)
+        _check_json_tree(value, f"{type(instance).__name__}.{attribute.name}")
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:

@@ -362,7 +362,8 @@ class MessageService:
         send, receive = trio.open_memory_channel[Letter](LETTERS)
         parts = [] if stored is None else stored.parts
         structure = Structure(False, (), False) if stored is None else structure_of(stored)
-        mailbox = Mailbox(base.with_parts([]), parts, structure, send, self._clock, self.debounce)
+        # ``base`` gives the message's other fields; its parts are never read.
+        mailbox = Mailbox(base, parts, structure, send, self._clock, self.debounce)
         actor = MessageActor(self._actors, mailbox, receive, stored)
         self._mailboxes[base.id] = mailbox
         # One name for all: a name built per task would cost every live actor 80 bytes.

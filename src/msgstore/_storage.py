@@ -172,6 +172,18 @@ def _message(row: apsw.SQLiteValues) -> Message:
         raise CorruptRecord(str(e), message_id=id) from e
 
 
+def _check_usage(
+    label: str, prompt_tokens: object, completion_tokens: object, cost: object
+) -> None:
+    """Token counts are ints >= 0 and cost a finite number >= 0 (the table's CHECKs,
+    and Go reads them as int64 and float64)."""
+    for name, value in (("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens)):
+        if type(value) is not int or value < 0:
+            raise InvalidPart(f"{label} {name} must be an int >= 0, got {value!r}")
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < float("inf"):
+        raise InvalidPart(f"{label} cost must be a finite number >= 0, got {cost!r}")
+
+
 def _finished_at(parts: Sequence[Part]) -> int | None:
     # The first finish part, as Message.finish_part() and crush's FinishPart() pick it.
     for part in parts:
@@ -423,14 +435,7 @@ class Database(ReportQueries):
     def save_session(self, session: Session) -> Session:
         """Store a session's title, tokens, cost, summary message and todos (crush's
         ``UpdateSession``) and return the row as stored."""
-        for name in ("prompt_tokens", "completion_tokens"):
-            value = getattr(session, name)
-            if type(value) is not int or value < 0:
-                raise InvalidPart(f"session {name} must be an int >= 0, got {value!r}")
-        if not isinstance(session.cost, int | float) or isinstance(session.cost, bool):
-            raise InvalidPart(f"session cost must be a number, got {session.cost!r}")
-        if not session.cost >= 0 or session.cost == float("inf"):
-            raise InvalidPart(f"session cost must be finite and >= 0, got {session.cost!r}")
+        _check_usage("session", session.prompt_tokens, session.completion_tokens, session.cost)
         check_text(session.title, "session title")
         for name in ("summary_message_id", "todos"):
             value = getattr(session, name)
@@ -454,18 +459,7 @@ class Database(ReportQueries):
         self, id: str, *, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float = 0.0
     ) -> Session:
         """Add a turn's tokens and cost to what the session's row holds, in one statement."""
-        for name, value in (
-            ("prompt_tokens", prompt_tokens),
-            ("completion_tokens", completion_tokens),
-        ):
-            if type(value) is not int or value < 0:
-                raise InvalidPart(f"{name} to add must be an int >= 0, got {value!r}")
-        if (
-            isinstance(cost, bool)
-            or not isinstance(cost, int | float)
-            or not 0 <= cost < float("inf")
-        ):
-            raise InvalidPart(f"cost to add must be a finite number >= 0, got {cost!r}")
+        _check_usage("usage to add:", prompt_tokens, completion_tokens, cost)
         rows = self._rows(
             _ADD_SESSION_USAGE,
             (prompt_tokens, completion_tokens, float(cost), id),
