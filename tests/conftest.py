@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
+import trio
 
 import msgstore
 
@@ -56,3 +59,44 @@ def session_id(db: msgstore.Database) -> str:
 def long_sweeps() -> bool:
     """True in `nox -s crash`: reliability sweeps run their long variants."""
     return os.environ.get("MSGSTORE_LONG_SWEEPS") == "1"
+
+
+@pytest.fixture
+def locker(db_path: Path, db: msgstore.Database) -> Iterator[apsw.Connection]:
+    """Another connection to the file, for holding the write lock."""
+    con = apsw.Connection(str(db_path))
+    yield con
+    if con.in_transaction:
+        con.execute("ROLLBACK")
+    con.close()
+
+
+async def release_after(con: apsw.Connection, seconds: float) -> None:
+    """Commit ``con``'s transaction (releasing the lock) after ``seconds`` of Trio time."""
+    await trio.sleep(seconds)
+    con.execute("COMMIT")
+
+
+class TaskSteps(trio.abc.Instrument):
+    """Records every task step while installed (``with TaskSteps.counting() as steps``)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[trio.lowlevel.Task] = []
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.tasks.append(task)
+
+    def others(self) -> list[trio.lowlevel.Task]:
+        """The steps of tasks other than the current one."""
+        me = trio.lowlevel.current_task()
+        return [t for t in self.tasks if t is not me]
+
+    @classmethod
+    @contextlib.contextmanager
+    def counting(cls) -> Iterator[TaskSteps]:
+        steps = cls()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            yield steps
+        finally:
+            trio.lowlevel.remove_instrument(steps)

@@ -7,34 +7,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_msgstore as msgstore
 from every_part import CHILD, PARENT, Sample, every_part, make_sample_db
 
 from msgstore import Role, ToolCall, ToolResult, connect
 from msgstore.cli._main import build_parser, main
 from msgstore.cli._render import Output
-
-
-def msgstore(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "msgstore", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        timeout=60,
-    )
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stderr == ""
-    return proc
 
 
 def snapshot(path: Path) -> tuple[bytes, int]:

@@ -15,6 +15,7 @@ import apsw
 import pytest
 import trio
 import trio.testing
+from conftest import TaskSteps, release_after
 
 import msgstore
 from msgstore import Database, FinishReason, Role, open_message_service
@@ -43,15 +44,6 @@ def real_time_guard() -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-@pytest.fixture
-def locker(db_path: Path, db: Database) -> Iterator[apsw.Connection]:
-    con = apsw.Connection(str(db_path))
-    yield con
-    if con.in_transaction:
-        con.execute("ROLLBACK")
-    con.close()
-
-
 async def _fill_channel_while_locked(
     svc: msgstore.MessageService,
     nursery: trio.Nursery,
@@ -66,11 +58,6 @@ async def _fill_channel_while_locked(
     for _ in range(LETTERS):
         nursery.start_soon(svc.flush, msg.id)
     await trio.sleep(0.0001)  # every flush is in the channel now
-
-
-async def _commit_after(locker: apsw.Connection, seconds: float) -> None:
-    await trio.sleep(seconds)
-    locker.execute("COMMIT")
 
 
 # -- a due box that finds the channel full ---------------------------------------------
@@ -183,7 +170,7 @@ async def test_flush_all_succeeds_while_another_task_deletes_a_message(
             locker.execute("BEGIN IMMEDIATE")
             n.start_soon(svc.delete, msg.id)  # another task deletes: waits on the lock
             await trio.sleep(0.01)
-            n.start_soon(_commit_after, locker, 0.5)
+            n.start_soon(release_after, locker, 0.5)
             # Nothing of msg is pending: flush_all has nothing to report.
             await svc.flush_all()
 
@@ -197,13 +184,6 @@ async def test_tokens_during_retry_backoff_do_not_wake_the_actor(
     session_id: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    class Steps(trio.abc.Instrument):
-        def __init__(self) -> None:
-            self.tasks: list[trio.lowlevel.Task] = []
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            self.tasks.append(task)
-
     def disk_full(id: str, parts: object) -> None:
         raise msgstore.StorageError("disk full (injected)")
 
@@ -214,16 +194,11 @@ async def test_tokens_during_retry_backoff_do_not_wake_the_actor(
             msg.append_content("a")
             await svc.update(msg)
             await trio.sleep(0.04)  # the window write failed; retry in 50 ms
-            steps = Steps()
-            trio.lowlevel.add_instrument(steps)
-            try:
+            with TaskSteps.counting() as steps:
                 for i in range(100):
                     msg.append_content(f"t{i} ")
                     await svc.update(msg)
-            finally:
-                trio.lowlevel.remove_instrument(steps)
-            me = trio.lowlevel.current_task()
-            others = [t for t in steps.tasks if t is not me]
+            others = steps.others()
             monkeypatch.undo()
             assert len(others) <= 4, f"{len(others)} steps of other tasks for 100 tokens"
 
@@ -242,12 +217,14 @@ async def test_delete_with_unhashable_id_raises_invalid_update(
 # -- states handed over while the actors write their last words -----------------------
 
 
-async def test_update_accepted_during_last_words_is_written(
+@pytest.mark.parametrize("state", ["token", "terminal"])
+async def test_a_state_handed_over_during_last_words_is_accepted_and_written(
     autojump_clock: trio.testing.MockClock,
     db: Database,
     session_id: str,
     db_path: Path,
     locker: apsw.Connection,
+    state: str,
 ) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as outer:
@@ -257,37 +234,20 @@ async def test_update_accepted_during_last_words_is_written(
                     msg.append_content("a")
                     await svc.update(msg)
                     locker.execute("BEGIN IMMEDIATE")
-                    outer.start_soon(_commit_after, locker, 0.5)
+                    outer.start_soon(release_after, locker, 0.5)
                     scope.cancel()  # e.g. the app is stopping this agent turn
                     # The usual shielded cleanup of a cancelled turn:
                     with trio.CancelScope(shield=True):
                         await trio.sleep(0.1)  # the actor's last words wait on the lock
-                        msg.append_content("b")
-                        await svc.update(msg)  # accepted: returns normally
-            # The lock went after 0.5 s, well within shutdown_timeout (5 s).
-        assert row_now(db_path, msg.id).content().text == "ab"
-
-
-async def test_terminal_update_during_last_words_is_written_not_refused(
-    autojump_clock: trio.testing.MockClock,
-    db: Database,
-    session_id: str,
-    db_path: Path,
-    locker: apsw.Connection,
-) -> None:
-    with trio.fail_after(60):
-        async with trio.open_nursery() as outer:
-            with trio.CancelScope() as scope:
-                async with open_message_service(db, debounce=0.033) as svc:
-                    msg = await svc.create(session_id, Role.ASSISTANT)
-                    msg.append_content("a")
-                    await svc.update(msg)
-                    locker.execute("BEGIN IMMEDIATE")
-                    outer.start_soon(_commit_after, locker, 0.5)
-                    scope.cancel()
-                    with trio.CancelScope(shield=True):
-                        await trio.sleep(0.1)
                         assert not svc.closed
-                        msg.add_finish(FinishReason.CANCELED)
-                        await svc.update(msg)  # raises ServiceClosed on the current code
-        assert row_now(db_path, msg.id).is_finished()
+                        if state == "token":
+                            msg.append_content("b")
+                        else:
+                            msg.add_finish(FinishReason.CANCELED)
+                        await svc.update(msg)  # accepted: returns normally, not ServiceClosed
+            # The lock went after 0.5 s, well within shutdown_timeout (5 s).
+        stored = row_now(db_path, msg.id)
+        if state == "token":
+            assert stored.content().text == "ab"
+        else:
+            assert stored.is_finished()

@@ -8,36 +8,19 @@ and of a file with another format's header.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_msgstore as msgstore
 from every_part import make_sample_db
 
 from msgstore import TextContent, encode_parts
 
 CRUSH_SESSION = "crush-session"
 OLD = 1_700_000_000  # long before any test runs: an import-time write would show
-
-
-def msgstore(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "msgstore", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        timeout=60,
-    )
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stderr == ""
-    return proc
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:

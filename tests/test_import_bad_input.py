@@ -9,15 +9,14 @@ the target database is left as it was (byte for byte), or not created at all.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_msgstore
 from every_part import PARENT, make_sample_db
 
 INT64_OVER = 2**63  # one past int64's largest value
@@ -25,15 +24,7 @@ DEEP = 100_000  # far past Python's recursion limit
 
 
 def msgstore(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run(
-        [sys.executable, "-m", "msgstore", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        timeout=120,
-    )
+    return run_msgstore(*args, ok=False, timeout=120)
 
 
 class Dump:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from conftest import TaskSteps
 
 from msgstore import (
     Database,
@@ -115,27 +116,15 @@ async def test_terminal_update_is_durable_on_return_and_the_caller_did_not_write
 async def test_tokens_in_a_window_do_not_wake_the_actor(
     autojump_clock: trio.testing.MockClock, db: Database, session_id: str, db_path: Path
 ) -> None:
-    class Steps(trio.abc.Instrument):
-        def __init__(self) -> None:
-            self.tasks: list[trio.lowlevel.Task] = []
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            self.tasks.append(task)
-
     async with open_message_service(db, debounce=1.0) as svc:
         msg = await svc.create(session_id, Role.ASSISTANT)
-        steps = Steps()
-        trio.lowlevel.add_instrument(steps)
-        try:
+        with TaskSteps.counting() as steps:
             for i in range(200):
                 msg.append_content(f"t{i} ")
                 await svc.update(msg)
-        finally:
-            trio.lowlevel.remove_instrument(steps)
-        me = trio.lowlevel.current_task()
         # 200 tokens: this task ran, and (at most) the new actor once as it started;
         # no task was woken per token.
-        others = [t for t in steps.tasks if t is not me]
+        others = steps.others()
         assert len(others) <= 2, [t.name for t in others]
         assert row_now(db_path, msg.id).parts == []
         await trio.sleep(1.0)

@@ -9,13 +9,14 @@ it from a task after a while, and check that nothing the service accepted is los
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import apsw
 import pytest
 import trio
 import trio.testing
+from conftest import release_after
 from scenario import create_tracks, drive, open_plain, stored_parts, verdict
 
 import msgstore
@@ -29,21 +30,6 @@ async def db(db_path: Path) -> AsyncIterator[Database]:
     with msgstore.connect(db_path) as database:
         database.create_session("busy", id="s1")
         yield database
-
-
-@pytest.fixture
-def locker(db_path: Path, db: Database) -> Iterator[apsw.Connection]:
-    """Another connection to the file, for holding the write lock."""
-    con = apsw.Connection(str(db_path))
-    yield con
-    if con.in_transaction:
-        con.execute("ROLLBACK")
-    con.close()
-
-
-async def release_after(con: apsw.Connection, seconds: float) -> None:
-    await trio.sleep(seconds)
-    con.execute("COMMIT")
 
 
 async def test_terminal_update_waits_for_the_lock_and_lands_when_it_is_released(
