@@ -15,7 +15,15 @@ def tests(session: nox.Session) -> None:
 
 
 # The oldest versions pyproject.toml admits; the suite must pass on them too.
-LOWEST = ["trio==0.27.0", "trio-util==0.8.0", "apsw==3.46.1.0", "cattrs==25.1.1", "attrs==24.3.0"]
+LOWEST = [
+    "trio==0.27.0",
+    "trio-util==0.8.0",
+    "apsw==3.46.1.0",
+    "cattrs==25.1.1",
+    "attrs==24.3.0",
+    "openai==1.98.0",
+    "anthropic==0.46.0",
+]
 
 
 @nox.session
