@@ -15,7 +15,7 @@ from typing import Any
 
 from . import report
 from .gobench import find_gobench, run_go
-from .matrix import QUICK, STANDARD, Case
+from .matrix import LONG, QUICK, STANDARD, Case
 from .measure import build_walcount, walcount_env
 from .runner import ROWS
 from .workload import Config
@@ -28,10 +28,11 @@ def _parse_cases(values: list[str]) -> list[int]:
     out: list[int] = []
     for value in values:
         for part in value.split(","):
-            n = int(part)
-            if n not in STANDARD:
-                raise argparse.ArgumentTypeError(f"no case {n} (cases are 1-5)")
-            out.append(n)
+            first, _, last = part.partition("-")
+            for n in range(int(first), int(last or first) + 1):
+                if n not in STANDARD:
+                    raise argparse.ArgumentTypeError(f"no case {n} (cases are 1-{len(STANDARD)})")
+                out.append(n)
     return sorted(set(out))
 
 
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="N[,N]",
-        help="run only these cases of the matrix (repeatable; default: all five)",
+        help="run only these cases of the matrix, e.g. 1,3 or 6-10 (repeatable; default: "
+        "1-5; add --long for 6-10)",
     )
     p.add_argument(
         "--rows",
@@ -68,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(ROWS),
         metavar="a,b,...",
         help="run only these rows (default: a,b,c,d,e)",
+    )
+    p.add_argument(
+        "--long",
+        action="store_true",
+        help="also run cases 6-10: a busy server's subscriber and long paced replies "
+        "(about 20 minutes more)",
     )
     p.add_argument(
         "--quick",
@@ -231,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     if custom is not None:
         cases = [custom]
     else:
-        numbers = _parse_cases(args.case) if args.case else sorted(table)
+        numbers = (
+            _parse_cases(args.case)
+            if args.case
+            else sorted(n for n in table if args.long or n not in LONG)
+        )
         cases = [table[n] for n in numbers]
     if args.from_jsonl is not None:
         return render_saved(args, cases)
@@ -251,10 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for case in cases:
             print(f"\n## case {case.number}: {case.title}\n", flush=True)
-            runs: dict[str, list[dict[str, Any]]] = {row: [] for row in args.rows}
+            rows = [r for r in args.rows if case.rows is None or r in case.rows]
+            runs: dict[str, list[dict[str, Any]]] = {row: [] for row in rows}
             repeats = 1 if case.memory else args.repeat
             for _ in range(repeats):  # interleaved, so that drift hits every row alike
-                for row in args.rows:
+                for row in rows:
                     # Write back the previous row's dirty pages now (the naive rows leave
                     # gigabytes), so that its writeback does not land on this row's fsyncs.
                     os.sync()

@@ -71,18 +71,35 @@ _COUNTER_DDL = (
     "UPDATE bench_counts SET n = n + 1 WHERE name = 'updates'; END",
     "CREATE TEMP TRIGGER bench_count_creates AFTER INSERT ON main.messages BEGIN "
     "UPDATE bench_counts SET n = n + 1 WHERE name = 'creates'; END",
+    "INSERT INTO temp.bench_counts VALUES ('journal', 0)",
+)
+# msgstore's delta journal (when the file has one): a window's write is a row there.
+_JOURNAL_COUNTER = (
+    "CREATE TEMP TRIGGER bench_count_journal AFTER INSERT ON main.msgstore_journal BEGIN "
+    "UPDATE bench_counts SET n = n + 1 WHERE name = 'journal'; END"
 )
 
 
 def install_write_counters(con: apsw.Connection) -> None:
     for sql in _COUNTER_DDL:
         con.execute(sql)
+    has_journal = con.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'msgstore_journal'"
+    ).get
+    if has_journal:
+        con.execute(_JOURNAL_COUNTER)
 
 
 def write_counts(con: apsw.Connection) -> tuple[int, int]:
-    """(UPDATEs that set ``parts``, INSERTs) on ``messages`` through ``con`` so far."""
+    """(writes of a message's parts: UPDATEs that set ``parts`` plus journal rows,
+    INSERTs) on ``messages`` through ``con`` so far."""
     counts = {str(r[0]): int(r[1]) for r in con.execute("SELECT name, n FROM temp.bench_counts")}
-    return counts["updates"], counts["creates"]
+    return counts["updates"] + counts["journal"], counts["creates"]
+
+
+def fold_count(con: apsw.Connection) -> int:
+    """Of ``write_counts``' writes, the whole-row UPDATEs (the rest are journal rows)."""
+    return int(con.execute("SELECT n FROM temp.bench_counts WHERE name = 'updates'").get)
 
 
 def wal_frames(con: apsw.Connection) -> int:

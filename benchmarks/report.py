@@ -216,6 +216,61 @@ def targets(results: Results) -> list[Target]:
         if before and after
         else "",
     )
+    out += feed_and_journal_targets(results)
+    return out
+
+
+def feed_and_journal_targets(results: Results) -> list[Target]:
+    """Issue #11 (the change feed) and #12 (the delta journal)."""
+    out: list[Target] = []
+
+    def check(name: str, ok: bool | None, detail: str) -> None:
+        if ok is None:
+            out.append(Target(name, "SKIP", "rows missing from this run"))
+        else:
+            out.append(Target(name, "PASS" if ok else "FAIL", detail))
+
+    for case in (5, 6):
+        lost, drops = _get(results, case, "a", "terminal_lost"), _get(results, case, "a", "drops")
+        peak = _get(results, case, "a", "peak_pending")
+        queue = _get(results, case, "a", "subscriber_queue_peak_bytes")
+        check(
+            f"case {case} subscriber (async for): 0 final states lost, 0 drops",
+            None if lost is None else lost == 0 and drops == 0,
+            f"{lost} final states missed, {drops} dropped; queue peak {peak:,} items "
+            f"(~{queue / 1e6:.1f} MB)"
+            if lost is not None and peak is not None and queue is not None
+            else f"{lost} final states missed, {drops} dropped",
+        )
+    for case, limit in ((7, 0.2), (8, 0.1)):
+        a, d = _get(results, case, "a", "wal_bytes"), _get(results, case, "d", "wal_bytes")
+        check(
+            f"case {case} WAL bytes <= {limit:g} x Go's",
+            None if not a or not d else a <= limit * d,
+            f"{a / 1e6:,.1f} MB vs Go {d / 1e6:,.1f} MB (ratio {a / d:.3f})" if a and d else "",
+        )
+    per_token = {
+        n: _get(results, c, "a", "wal_bytes_per_token") for n, c in ((5_000, 9), (20_000, 7))
+    }
+    per_token[40_000] = _get(results, 10, "a", "wal_bytes_per_token")
+    go = {n: _get(results, c, "d", "wal_bytes_per_token") for n, c in ((5_000, 9), (20_000, 7))}
+    go[40_000] = _get(results, 10, "d", "wal_bytes_per_token")
+    if all(v is not None for v in per_token.values()):
+        mean = sum(per_token.values()) / len(per_token)
+        spread = max(abs(v / mean - 1) for v in per_token.values())
+        go_text = (
+            ", Go " + " / ".join(f"{v:,.0f}" for v in go.values())
+            if all(v is not None for v in go.values())
+            else ""
+        )
+        check(
+            "WAL bytes/token flat within ±25% from 5,000 to 40,000 tokens",
+            spread <= 0.25,
+            " / ".join(f"{v:,.0f}" for v in per_token.values())
+            + f" B/token at 5k/20k/40k (at most {spread:.0%} from their mean){go_text}",
+        )
+    else:
+        check("WAL bytes/token flat within ±25% from 5,000 to 40,000 tokens", None, "")
     return out
 
 

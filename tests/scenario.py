@@ -30,6 +30,8 @@ from msgstore import (
     ReasoningContent,
     TextContent,
     ToolCall,
+    _journal,
+    decode_parts,
     encode_parts,
 )
 
@@ -245,8 +247,33 @@ def integrity(con: apsw.Connection) -> str:
 
 
 def stored_parts(con: apsw.Connection) -> dict[str, str]:
-    """Every message's raw ``parts`` text, by id (undecoded: a torn value would show)."""
-    return {str(i): str(p) for i, p in con.execute("SELECT id, parts FROM messages")}
+    """Every message's newest written ``parts`` text, by id: the row's own text
+    (undecoded: a torn value would show), with the delta journal's live entries applied
+    when it has any (re-encoded then). The merge is done here, from the journal's
+    format, not through ``Database``: an independent reading of the file."""
+    stored = {str(i): str(p) for i, p in con.execute("SELECT id, parts FROM messages")}
+    for message_id, deltas in journal_entries(con, stored).items():
+        parts = decode_parts(stored[message_id], message_id=message_id)
+        for delta in deltas:
+            _journal.apply(parts, delta, message_id=message_id)
+        stored[message_id] = encode_parts(parts)
+    return stored
+
+
+def journal_entries(con: apsw.Connection, rows: dict[str, str]) -> dict[str, list[str]]:
+    """The journal's live entries (those built on the row as it is), by message."""
+    has_journal = con.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'msgstore_journal'"
+    ).get
+    if not has_journal:
+        return {}
+    live: dict[str, list[str]] = {}
+    query = "SELECT message_id, base, delta FROM msgstore_journal ORDER BY seq"
+    for message_id, base, delta in con.execute(query):
+        row = rows.get(message_id)
+        if row is not None and base == _journal.base_of(row):
+            live.setdefault(message_id, []).append(delta)
+    return live
 
 
 @attrs.frozen

@@ -136,11 +136,11 @@ async def test_a_subscriber_that_never_reads_does_not_delay_writes(
     autojump_clock: trio.testing.MockClock, db: Database, session_id: str, db_path: Path
 ) -> None:
     async with (
-        open_message_service(db, debounce=0.033, must_deliver_timeout=0.05) as svc,
-        svc.subscribe(buffer_size=1),
+        open_message_service(db, debounce=0.033) as svc,
+        svc.subscribe() as events,
     ):
         msg = await svc.create(session_id, Role.ASSISTANT)
-        for i in range(20):  # 20 must-deliver events the subscriber never takes
+        for i in range(20):  # 20 terminal changes the subscriber never takes
             msg.add_tool_call(ToolCall(id=f"c{i}", name="view"))
             await svc.update(msg)
         start = trio.current_time()
@@ -150,6 +150,7 @@ async def test_a_subscriber_that_never_reads_does_not_delay_writes(
         await trio.testing.wait_all_tasks_blocked()  # the actor's turn at the deadline
         assert row_now(db_path, msg.id).content().text == "one token"
         assert trio.current_time() - start == pytest.approx(0.033)
+        assert events.pending == 2  # the message's newest state, and its session's
 
 
 async def test_a_terminal_update_racing_a_delete_raises_message_not_found(

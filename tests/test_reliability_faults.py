@@ -55,9 +55,11 @@ def vfs() -> Iterator[FaultVFS]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated file with one session, copied for every run (migrating costs more)."""
+    """A migrated file with one session and the change log, copied for every run
+    (migrating costs more, and the faults are for the stream's writes)."""
     path = tmp_path_factory.mktemp("template") / "template.db"
     with msgstore.connect(path) as db:
+        db.install_feed()
         db.create_session("faults", id="s1")
     return path
 
@@ -91,8 +93,12 @@ def run_case(
 
     async def main() -> None:
         rng = random.Random(seed)
-        vfs.arm(fault)
-        async with open_message_service(db, debounce=0.033) as svc:
+        # A short busy_timeout: a sticky BUSY (say on the checkpoint's xTruncate) makes
+        # every writer wait it out, and each try is a real commit on the real disk.
+        async with open_message_service(db, debounce=0.033, busy_timeout=2.0) as svc:
+            # Armed once the service runs: the sweep is of the stream's I/O (a failure
+            # while the service opens is a typed error of its own, tested elsewhere).
+            vfs.arm(fault)
             for _ in range(_MESSAGES):
                 for _attempt in range(5):
                     try:

@@ -13,6 +13,12 @@ the promises, for the messages of every round so far:
   the worst age actually seen is reported);
 * ``integrity_check`` is ``ok``.
 
+States are read as msgstore reads them (``stored_parts``: the rows with the delta
+journal applied): a killed child leaves its last windows in the journal, and the next
+round's service folds them into the rows when it opens. At the end a service opens
+the file with ``repair`` (every child ran without it) and must leave no unfinished
+message and no tool call without a result; every row is then whole for crush too.
+
 The child uses real time (it is a real process); the parent only waits, with timeouts.
 """
 
@@ -30,6 +36,7 @@ from typing import Any
 
 import attrs
 import pytest
+import trio
 from conftest import long_sweeps
 from crash_child import steps_for
 from scenario import Track, integrity, open_plain, stored_parts
@@ -157,6 +164,37 @@ def check(
                     tally.late += 1
 
 
+async def _open_with_repair(db: msgstore.Database) -> None:
+    async with msgstore.open_message_service(db, repair=True):
+        pass
+
+
+def check_repaired(db_path: Path, known: dict[str, Known]) -> None:
+    """After the last kill: a service's repair finishes every message; rows are whole."""
+    with open_plain(db_path) as con:
+        before = stored_parts(con)
+    with msgstore.connect(db_path) as db:
+        trio.run(_open_with_repair, db)
+    report = msgstore.repair(db_path, dry_run=True, grace=0)
+    assert not report.finished and not report.tool_results, str(report)
+    with open_plain(db_path) as con:
+        assert integrity(con) == "ok"
+        after = stored_parts(con)
+        plain = {str(i): str(p) for i, p in con.execute("SELECT id, parts FROM messages")}
+    assert plain == after  # nothing left in the journal: crush reads every row whole
+    for id, entry in known.items():
+        message = msgstore.Message(id=id, session_id="-", role="assistant")
+        repaired = message.with_parts(msgstore.decode_parts(after[id]))
+        assert repaired.is_finished(), f"{id} left unfinished"
+        had = msgstore.decode_parts(before[id])
+        if before[id] != after[id]:  # repaired: it kept every part it had
+            texts = [(type(p).__name__, getattr(p, "text", None)) for p in had]
+            assert [(type(p).__name__, getattr(p, "text", None)) for p in repaired.parts][
+                : len(had)
+            ] == texts, id
+        assert entry.track.id == id
+
+
 def test_killed_process_loses_no_acknowledged_state(tmp_path: Path) -> None:
     rounds = 60 if long_sweeps() else 5
     db_path = tmp_path / "crash.db"
@@ -174,6 +212,7 @@ def test_killed_process_loses_no_acknowledged_state(tmp_path: Path) -> None:
         check(db_path, known, seed, killed_at, tally)
         assert tally.lost == 0, f"round {seed}: acknowledged states lost"
         assert tally.late == 0, f"round {seed}: a non-terminal state older than the bound lost"
+    check_repaired(db_path, known)
     print(
         f"REPORT kill rounds={tally.rounds} killed={tally.killed} messages={len(known)} "
         f"acks={tally.acked} lost={tally.lost} late={tally.late} "

@@ -26,6 +26,7 @@ import trio.testing
 from conftest import long_sweeps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scenario import stored_parts
 
 import msgstore
 from msgstore import Message, MessageNotFound, ToolCall, encode_parts, open_message_service
@@ -137,6 +138,11 @@ class Runner:
         self.reader = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
 
     def file(self) -> dict[str, str]:
+        """The newest written state of each message: rows with the journal applied."""
+        return stored_parts(self.reader)
+
+    def plain_rows(self) -> dict[str, str]:
+        """The rows as crush reads them (no journal)."""
         return {str(i): str(p) for i, p in self.reader.execute("SELECT id, parts FROM messages")}
 
     def check_written(self, ids: list[str] | None = None) -> None:
@@ -223,8 +229,9 @@ class Runner:
                         break
                     await self.step(svc, op)
                     await self.check(svc)
-            # Leaving the scope wrote everything; a new process opens the file.
+            # Leaving the scope wrote everything, folded: crush sees every row whole.
             self.check_written()
+            assert self.plain_rows() == self.file()
             self.db.close()
             self.db = msgstore.connect(self.path)
 

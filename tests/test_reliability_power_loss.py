@@ -30,7 +30,7 @@ from faultvfs import FaultVFS
 from scenario import Track, create_tracks, drive, integrity, open_plain, stored_parts
 
 import msgstore
-from msgstore import open_message_service
+from msgstore import _journal, open_message_service
 
 pytestmark = pytest.mark.reliability
 
@@ -46,6 +46,7 @@ def vfs() -> Iterator[FaultVFS]:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     with msgstore.connect(path) as db:
+        db.install_feed()
         db.create_session("power", id="s1")
     return path
 
@@ -81,20 +82,37 @@ def run_with_cuts(
     # Every commit in order, as (id, parts): the file must equal some prefix of this.
     log: list[tuple[str, str]] = []
     synced = [0]
-    real_insert, real_write = db.insert_message, db.write_parts
+    real_insert, real_update = db.insert_message, db.update_message
+    real_append = db.append_journal
+    newest: dict[str, str] = {}
+
+    def commit(id: str, parts_json: str) -> None:
+        log.append((id, parts_json))
+        newest[id] = parts_json
 
     def insert_message(**kw: object) -> msgstore.Message:
         message = real_insert(**kw)  # type: ignore[arg-type]
-        log.append((message.id, msgstore.encode_parts(message.parts)))
+        commit(message.id, msgstore.encode_parts(message.parts))
         return message
 
-    def write_parts(id: str, parts_json: str, finished_at: int | None) -> bool:
-        written = real_write(id, parts_json, finished_at)
-        log.append((id, parts_json))
-        return written
+    def update_message(id: str, parts: list[msgstore.Part]) -> int:
+        # Logged once it returns: a fold's transaction (the row, its claim, the journal
+        # rows it makes dead) has committed then, not when its UPDATE ran.
+        base = real_update(id, parts)
+        commit(id, msgstore.encode_parts(parts))
+        return base
+
+    def append_journal(id: str, base: int, delta: str) -> int:
+        # A window's journal row: the state it commits is the last one plus the delta.
+        seq = real_append(id, base, delta)
+        parts = msgstore.decode_parts(newest[id], message_id=id)
+        _journal.apply(parts, delta, message_id=id)
+        commit(id, msgstore.encode_parts(parts))
+        return seq
 
     db.insert_message = insert_message  # type: ignore[method-assign]
-    db.write_parts = write_parts  # type: ignore[method-assign]
+    db.update_message = update_message  # type: ignore[method-assign]
+    db.append_journal = append_journal  # type: ignore[method-assign]
     tracks: list[Track] = []
     cuts: list[Cut] = []
 

@@ -27,9 +27,11 @@ from msgstore.testing import row_now
 
 
 class WriteCounter:
-    """Counts UPDATEs of ``messages.parts`` as SQLite sees them (a TEMP trigger)."""
+    """Counts writes of a message's parts as SQLite sees them (TEMP triggers): UPDATEs
+    of ``messages.parts`` (folds) and rows added to the journal (windows)."""
 
     def __init__(self, db: Database) -> None:
+        db.install_feed()
         con = db.connection
         con.execute("CREATE TEMP TABLE IF NOT EXISTS parts_writes (n INTEGER NOT NULL)")
         con.execute("DELETE FROM temp.parts_writes")
@@ -37,6 +39,10 @@ class WriteCounter:
         con.execute(
             "CREATE TEMP TRIGGER IF NOT EXISTS count_parts_writes AFTER UPDATE OF parts "
             "ON main.messages BEGIN UPDATE parts_writes SET n = n + 1; END"
+        )
+        con.execute(
+            "CREATE TEMP TRIGGER IF NOT EXISTS count_journal_writes AFTER INSERT "
+            "ON main.msgstore_journal BEGIN UPDATE parts_writes SET n = n + 1; END"
         )
         self._con = con
 
@@ -57,6 +63,8 @@ async def test_five_deltas_in_one_window_give_one_write_and_one_event(
     async with open_message_service(db, debounce=0.033) as svc, svc.subscribe() as events:
         msg = await svc.create(session_id, Role.ASSISTANT)
         assert events.receive_nowait().type is EventType.CREATED
+        # The new message's count in its session's row is a change of the session.
+        assert events.receive_nowait().kind == "session"
         for token in ["a", "b", "c", "d", "e"]:
             msg.append_content(token)
             await svc.update(msg)
@@ -181,38 +189,47 @@ async def test_zero_debounce_writes_every_update_before_it_returns(
 # -- 6: event delivery modes ----------------------------------------------------------------
 
 
-async def test_structural_change_is_published_by_must_deliver(
+async def test_a_reader_that_falls_behind_gets_each_messages_newest_state_once(
     autojump_clock: trio.testing.MockClock, db: Database, session_id: str
 ) -> None:
-    async with open_message_service(db, debounce=0.033, buffer_size=1) as svc:
+    async with open_message_service(db, debounce=0.033) as svc:
         msg = await svc.create(session_id, Role.ASSISTANT)
         async with svc.subscribe() as events:
-            msg.append_content("x")
-            await svc.update(msg)
-            await trio.sleep(0.05)  # the timed write's event fills the buffer
-            assert svc.statistics().drops == 0
-            msg.add_tool_call(ToolCall(id="t", name="view"))
-            await svc.update(msg)
-            await trio.sleep(0.1)
-            stats = svc.statistics()
-            assert stats.must_deliver_drops == 1
-            assert stats.drops == 0
-            assert events.receive_nowait().payload.content().text == "x"
-
-
-async def test_intermediate_state_is_published_lossily(
-    autojump_clock: trio.testing.MockClock, db: Database, session_id: str
-) -> None:
-    async with open_message_service(db, debounce=0.033, buffer_size=1) as svc:
-        msg = await svc.create(session_id, Role.ASSISTANT)
-        async with svc.subscribe():
-            for token in ["a", "b"]:
+            for token in ["a", "b", "c"]:
                 msg.append_content(token)
                 await svc.update(msg)
-                await trio.sleep(0.05)
+                await trio.sleep(0.05)  # one timed write each, nobody reads
+            msg.add_tool_call(ToolCall(id="t", name="view"))
+            await svc.update(msg)  # terminal
             stats = svc.statistics()
-            assert stats.drops == 1
-            assert stats.must_deliver_drops == 0
+            assert stats.conflated == 3
+            assert stats.drops == 0
+            (event,) = [events.receive_nowait()]
+            assert event.type is EventType.UPDATED
+            assert event.payload.content().text == "abc"
+            assert event.payload.tool_calls()[0].id == "t"
+            assert event.seq == svc.last_seq
+            with pytest.raises(trio.WouldBlock):
+                events.receive_nowait()
+
+
+async def test_created_then_updated_unread_coalesce_into_created(
+    autojump_clock: trio.testing.MockClock, db: Database, session_id: str
+) -> None:
+    async with open_message_service(db, debounce=0.033) as svc, svc.subscribe() as events:
+        msg = await svc.create(session_id, Role.ASSISTANT)
+        msg.append_content("hello")
+        await svc.update(msg)
+        await trio.sleep(0.05)
+        session_event, first = events.receive_nowait(), events.receive_nowait()
+        assert session_event.kind == "session"  # its message count, changed before
+        assert (first.type, first.kind, first.payload.content().text) == (
+            EventType.CREATED,
+            "message",
+            "hello",
+        )
+        with pytest.raises(trio.WouldBlock):
+            events.receive_nowait()
 
 
 # -- 7: flush -----------------------------------------------------------------------------------
@@ -346,10 +363,13 @@ async def test_delete_drops_pending_state_and_publishes_deleted_last(
         types = []
         while True:
             try:
-                types.append(events.receive_nowait().type)
+                event = events.receive_nowait()
             except trio.WouldBlock:
                 break
-        assert types == [EventType.CREATED, EventType.UPDATED, EventType.DELETED]
+            if event.kind == "message":
+                types.append(event.type)
+        # Nobody read in between: one event for the message, its newest change.
+        assert types == [EventType.DELETED]
     assert db.connection.execute("SELECT count(*) FROM messages").fetchone() == (0,)
 
 
@@ -526,53 +546,40 @@ async def test_update_of_an_id_with_no_row_is_refused(
             await svc.update(ghost)
 
 
-async def test_terminal_update_does_not_wait_for_a_full_subscriber(
+async def test_terminal_update_does_not_wait_for_a_subscriber_that_never_reads(
     autojump_clock: trio.testing.MockClock, db: Database, session_id: str, db_path: Path
 ) -> None:
-    async with open_message_service(db, buffer_size=1, must_deliver_timeout=1.0) as svc:
+    async with open_message_service(db) as svc:
         msg = await svc.create(session_id, Role.ASSISTANT)
         async with svc.subscribe() as events:
-            msg.add_tool_call(ToolCall(id="a", name="view"))
-            await svc.update(msg)  # fills the subscriber's one slot
-            before = trio.current_time()
-            msg.add_tool_call(ToolCall(id="b", name="edit"))
-            await svc.update(msg)  # its event must wait for room, the caller need not
-            assert trio.current_time() == before
-            assert len(row_now(db_path, msg.id).tool_calls()) == 2
-            first = await events.receive()
-            second = await events.receive()
-            assert [len(e.payload.tool_calls()) for e in (first, second)] == [1, 2]
-            assert svc.statistics().must_deliver_drops == 0
+            for i in range(20):
+                msg.add_tool_call(ToolCall(id=f"t{i}", name="view"))
+                before = trio.current_time()
+                await svc.update(msg)  # terminal: written before it returns
+                assert trio.current_time() == before
+            assert len(row_now(db_path, msg.id).tool_calls()) == 20
+            assert events.pending == 1  # one queued state for the message, the newest
+            assert len(events.receive_nowait().payload.tool_calls()) == 20
 
 
-async def test_events_of_one_message_stay_in_order_behind_a_waiting_one(
+async def test_events_come_in_seq_order_of_each_items_newest_change(
     autojump_clock: trio.testing.MockClock, db: Database, session_id: str
 ) -> None:
-    async with open_message_service(db, buffer_size=1, must_deliver_timeout=1.0) as svc:
-        msg = await svc.create(session_id, Role.ASSISTANT)
+    async with open_message_service(db) as svc:
+        a = await svc.create(session_id, Role.ASSISTANT)
+        b = await svc.create(session_id, Role.ASSISTANT)
         async with svc.subscribe() as events:
-            msg.add_tool_call(ToolCall(id="a", name="view"))
-            await svc.update(msg)  # fills the slot
-            msg.finish_tool_call("a")
-            await svc.update(msg)  # terminal: waits for room in the outbox
-            msg.append_content("after")
-            await svc.update(msg)
-            await trio.sleep(0.1)  # the timed write is done; its event queued behind
-            seen = [(await events.receive()).payload for _ in range(2)]
-            assert [m.tool_calls()[0].finished for m in seen] == [False, True]
-            # The timed write's event went by lossy publish once the terminal one was
-            # out: it follows it, or (the one slot still full then) was dropped.
-            await trio.sleep(0.1)
-            stats = svc.statistics()
-            assert stats.must_deliver_drops == 0
-            try:
-                third = events.receive_nowait().payload
-            except trio.WouldBlock:
-                assert stats.drops == 1
-            else:
-                assert stats.drops == 0
-                assert third.tool_calls()[0].finished
-                assert third.content().text == "after"
+            a.add_tool_call(ToolCall(id="1", name="view"))
+            await svc.update(a)
+            b.add_tool_call(ToolCall(id="2", name="view"))
+            await svc.update(b)
+            a.finish_tool_call("1")
+            await svc.update(a)  # a's newest change is now after b's
+            seen = [events.receive_nowait() for _ in range(2)]
+            assert [e.id for e in seen] == [b.id, a.id]
+            assert seen[0].seq is not None and seen[1].seq is not None
+            assert seen[0].seq < seen[1].seq
+            assert seen[1].payload.tool_calls()[0].finished
 
 
 # -- the alarm clock: windows that end together, and a request at retirement time -----

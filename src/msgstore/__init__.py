@@ -1,6 +1,6 @@
 """msgstore: a Trio message store for streaming LLM output, compatible with crush's files."""
 
-from ._broker import Broker, Event, EventType, iter_batches, open_broker
+from ._broker import Broker, Event, EventType, Subscription, iter_batches, open_broker
 from ._codec import decode_parts, encode_parts
 from ._content import (
     BinaryContent,
@@ -26,11 +26,14 @@ from ._errors import (
     MessageNotFound,
     MsgstoreError,
     NotFound,
+    ReloadRequired,
     ServiceClosed,
     SessionNotFound,
     StorageError,
     UnwrittenMessages,
 )
+from ._repair import repair
+from ._repair_report import RepairReport
 from ._service import MessageService, open_message_service, run_message_service
 from ._sessions import SessionService
 from ._statistics import ServiceStatistics
@@ -59,6 +62,8 @@ __all__ = [
     "NotFound",
     "Part",
     "ReasoningContent",
+    "ReloadRequired",
+    "RepairReport",
     "RestartPolicy",
     "Role",
     "ServiceClosed",
@@ -68,6 +73,7 @@ __all__ = [
     "SessionService",
     "ShellCommand",
     "StorageError",
+    "Subscription",
     "TextContent",
     "ToolCall",
     "ToolResult",
@@ -78,5 +84,6 @@ __all__ = [
     "iter_batches",
     "open_broker",
     "open_message_service",
+    "repair",
     "run_message_service",
 ]

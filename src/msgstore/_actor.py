@@ -4,19 +4,26 @@ Who writes a message, and when? Its actor, in its own task, always:
 
 * the INSERT of ``create`` (its first letter),
 * a window's write, when the alarm clock sends it the window's ``StateBox`` at the
-  deadline,
+  deadline: a journal row holding only what changed since the last write
+  (``_journal.py``), or a *fold* (the whole row) when that is not a plain append, when
+  the message's journal outgrew its row, or for the first write of the actor,
 * a terminal write, when a caller's request finds the state terminal against the last
   state the actor wrote (``_structure.is_terminal``),
-* a flush (``flush``, ``flush_all``, ``debounce <= 0``), the DELETE of ``delete``,
+* a flush (``flush``, ``flush_all``; a fold), a write per update with
+  ``debounce <= 0``, the DELETE of ``delete``, a fold before it retires,
 * a retry after a failed write (its own ``TICK``, on a backoff),
-* its last words: when the service ends (or is cancelled) the actor writes what it
+* its last words: when the service ends (or is cancelled) the actor folds what it
   still holds, shielded, before its task ends.
+
+Terminal writes are folds too, so crush (or any reader of the plain row) sees every
+terminal state whole, and between folds a row lags the newest window by at most the
+journal bound (``FOLD_FLOOR`` or the row's own size, whichever is larger).
 
 Callers reach it only through its ``Mailbox`` (``_mailbox.py``): letters on a Trio
 memory channel. The actor owns the buffer (the newest state it has opened, the
 structure of the last state it wrote, the window's deadline) and nothing else touches
-it. Each write publishes its event on the broker without waiting (``Broker.post``), so
-events never delay a write. The actor's task runs under ``supervise``
+it. Each write hands its event to the change feed (``_feed.py``), which numbers and
+queues it without waiting, so events never delay a write. The actor's task runs under ``supervise``
 (``_supervisor.py``): an unexpected error restarts it with the buffer intact.
 
 SQLite calls run inline on the Trio thread (see STYLE: threads add latency here, and
@@ -33,11 +40,13 @@ from typing import Any, Final, Protocol, TypeVar
 import attrs
 import trio
 
+from . import _journal
 from ._alarm_clock import AlarmClock
-from ._broker import Broker, EventType
+from ._broker import EventType
 from ._busy import wait_out_busy
 from ._content import Message, Part
 from ._errors import ActorFailed, MessageNotFound, ServiceClosed, StorageError
+from ._feed import ChangeFeed
 from ._mailbox import TICK, Letter, Mailbox, Request, RequestKind, StateBox
 from ._reply import Reply
 from ._statistics import Counters
@@ -50,6 +59,10 @@ T = TypeVar("T")
 
 # Waits after a failed write before the next try, on Trio's clock.
 RETRY_BACKOFF: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+#: A message's journal is folded into its row once it holds more bytes than the row
+#: (so the bytes written stay linear in the reply's length), or than this for a small
+#: row (so a short reply is written as a journal until its terminal fold).
+FOLD_FLOOR: Final = 16_384
 
 
 class MessageStore(Protocol):
@@ -73,8 +86,13 @@ class MessageStore(Protocol):
         id: str,
     ) -> Message: ...
 
-    def update_message(self, id: str, parts: list[Part]) -> None:
-        """Store ``parts`` (and the finish time); ``MessageNotFound`` if no row."""
+    def update_message(self, id: str, parts: list[Part]) -> int:
+        """Store ``parts`` (and the finish time) as the whole row, folding the message's
+        journal; ``MessageNotFound`` if no row. Returns the row's base
+        (``_journal.base_of``)."""
+
+    def append_journal(self, id: str, base: int, delta: str) -> int:
+        """Record one window's delta on top of the row named by ``base``; its seq."""
 
     def delete_message(self, id: str) -> None:
         """``MessageNotFound`` if no row."""
@@ -85,7 +103,7 @@ class ActorContext:
     """What all the actors of one service share: their whole view of the service."""
 
     store: MessageStore
-    broker: Broker
+    feed: ChangeFeed
     clock: AlarmClock
     counters: Counters
     debounce: float
@@ -124,6 +142,7 @@ class MessageActor:
 
     # Slots: one of these lives per streaming message.
     __slots__ = (
+        "_base",
         "_ctx",
         "_deadline",
         "_dirty",
@@ -131,10 +150,13 @@ class MessageActor:
         "_failures",
         "_idle_at",
         "_in_hand",
+        "_journal_bytes",
         "_parts",
         "_receive",
+        "_row_bytes",
         "_structure",
         "_written",
+        "_written_parts",
         "mailbox",
     )
 
@@ -153,6 +175,12 @@ class MessageActor:
         self._parts: list[Part] = [] if stored is None else stored.parts
         self._structure = _EMPTY if stored is None else structure_of(stored)
         self._written: Structure | None = None if stored is None else self._structure
+        self._written_parts: list[Part] = self._parts  # what the file holds
+        # The row the journal builds on (None: the next write folds), its size, and
+        # the journal's bytes since.
+        self._base: int | None = None
+        self._row_bytes = 0
+        self._journal_bytes = 0
         self._dirty = False
         self._deadline = math.inf  # the open window's end
         self._failures = 0  # failed writes in a row (for the backoff)
@@ -229,8 +257,10 @@ class MessageActor:
                 await self._write(letter.reply)
             else:
                 letter.reply.set(None)
-        elif kind is RequestKind.WRITE or kind is RequestKind.FLUSH:
+        elif kind is RequestKind.WRITE:
             await self._write(letter.reply)
+        elif kind is RequestKind.FLUSH:
+            await self._write(letter.reply, fold=True)
         elif kind is RequestKind.DELETE:
             await self._delete(letter.reply)
         else:
@@ -253,6 +283,11 @@ class MessageActor:
                 not self.mailbox.has_unsent_state
                 and not self._receive.statistics().current_buffer_used
             ):
+                if self._journal_bytes:
+                    await self._write(None, fold=True)  # leave the row whole
+                    if self._journal_bytes:
+                        self.mailbox.wake_actor_at(self._deadline)  # retrying
+                        return
                 self._end(None)  # idle: retire; the next update starts a new actor
         else:
             self.mailbox.wake_actor_at(self._idle_at)
@@ -275,17 +310,43 @@ class MessageActor:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _commit(self, reply: Reply[Any] | None) -> None:
-        """Write the buffered state now (no checkpoint inside: all or nothing)."""
+    def _commit(self, reply: Reply[Any] | None, fold: bool = False) -> None:
+        """Write the buffered state now (no checkpoint inside: all or nothing).
+
+        A journal row when the change since the last write is a plain append and
+        nothing asks for a fold (``fold``: a flush or the last words; a terminal
+        change; the actor's first write; a journal grown past its row).
+        """
         if reply is not None and reply.withdrawn:
             raise _Withdrawn
-        if not self._dirty:
+        if not self._dirty and not (fold and self._journal_bytes):
             return
         ctx = self._ctx
         parts = self._parts
         structure = self._structure
-        ctx.store.update_message(self.mailbox.id, parts)
         terminal = is_terminal(self._written, structure)
+        store = ctx.store
+        id = self.mailbox.id
+        delta = None
+        base = self._base
+        if not (
+            fold
+            or terminal
+            or base is None
+            or self._journal_bytes > max(self._row_bytes, FOLD_FLOOR)
+        ):
+            delta = _journal.delta(self._written_parts, parts)
+        if delta is None or base is None:
+            base = store.update_message(id, parts)
+            self._base = base
+            self._row_bytes = base >> 32
+            self._journal_bytes = 0
+            seq = None
+            ctx.counters.folds += 1
+        else:
+            seq = store.append_journal(id, base, delta)
+            self._journal_bytes += len(delta)
+        self._written_parts = parts
         self._written = structure
         self._dirty = False
         self._deadline = math.inf
@@ -294,19 +355,17 @@ class MessageActor:
         mailbox = self.mailbox
         mailbox.written()
         ctx.counters.writes += 1
-        broker = ctx.broker
-        if broker.subscriber_count:
+        feed = ctx.feed
+        if feed.listening:
             # ``parts`` is the service's private list: shared with the subscribers.
-            payload = mailbox.base.with_parts(parts)
-            if terminal:
-                broker.post(EventType.UPDATED, payload)
-            else:
-                broker.publish(EventType.UPDATED, payload)
+            feed.committed(EventType.UPDATED, mailbox.base.with_parts(parts), "message", id, seq)
+        else:
+            feed.committed_unheard()
 
-    async def _write(self, reply: Reply[Any] | None) -> None:
+    async def _write(self, reply: Reply[Any] | None, fold: bool = False) -> None:
         """Write (waiting out another connection's lock), then answer ``reply``."""
         try:
-            await self._waiting_out_busy(lambda: self._commit(reply))
+            await self._waiting_out_busy(lambda: self._commit(reply, fold))
         except _Withdrawn:
             return  # the state stays buffered for its window
         except MessageNotFound as error:
@@ -373,10 +432,11 @@ class MessageActor:
             return
         # The caller gets ``message`` and may mutate its parts list: keep our own.
         reply.set(message)
-        if ctx.broker.subscriber_count:
-            # crush publishes ``created`` lossily; a UI that misses it never shows the
-            # message, so it goes by must-deliver here.
-            ctx.broker.post(EventType.CREATED, message.clone())
+        feed = ctx.feed
+        if feed.listening:
+            feed.committed(EventType.CREATED, message.clone(), "message", self.id)
+        else:
+            feed.committed_unheard()
         # Done: a created message holds nothing unwritten. Most are never updated (user
         # and tool messages); the first update of one that streams starts a new actor,
         # which reads the row as its baseline.
@@ -403,10 +463,14 @@ class MessageActor:
             return
         state = self.mailbox.message()
         self._dirty = False  # nothing is ever written back over the deleted row
+        self._journal_bytes = 0
         self.mailbox.deleted = True
         reply.set(None)
-        if ctx.broker.subscriber_count:
-            ctx.broker.post(EventType.DELETED, state)  # after every earlier event of it
+        feed = ctx.feed
+        if feed.listening:
+            feed.committed(EventType.DELETED, state, "message", self.id)
+        else:
+            feed.committed_unheard()
         self._end(MessageNotFound(f"message {self.id!r} was deleted"))
 
     # -- ending --------------------------------------------------------------------------
@@ -521,12 +585,13 @@ class MessageActor:
 
     async def _write_until_clean(self, errors: list[BaseException]) -> None:
         """Write, retrying storage errors with backoff; a bug or a vanished row ends it."""
-        while self._dirty:
+        while self._dirty or self._journal_bytes:
             try:
-                await self._waiting_out_busy(lambda: self._commit(None))
+                await self._waiting_out_busy(lambda: self._commit(None, fold=True))
             except MessageNotFound as exc:
                 errors.append(exc)
                 self._dirty = False
+                self._journal_bytes = 0
             except StorageError as exc:
                 errors[:] = [exc]  # the latest is the one to report
                 await trio.sleep(self._count_failure())

@@ -1,29 +1,45 @@
 """The event broker: fans ``created`` / ``updated`` / ``deleted`` events out to subscribers.
 
-Each subscriber has its own bounded memory channel. Intermediate states go by lossy
-``publish`` (a full subscriber misses them: the next event carries the newer state
-anyway); terminal states go by ``post`` (must-deliver), which never blocks the
-publisher: a full subscriber's courier task, in the broker's nursery, hands the event
-over when room appears, or drops it after one timeout. So handing out events never
-delays an actor's write.
+Each subscriber has a *conflating* queue: at most one pending event per message (or
+session). A newer event of the same item replaces the queued one and moves to the back,
+so the queue is always in the order of each item's newest change (``seq`` order), its
+size is bounded by the number of items with unread changes (not by tokens), and nothing
+is ever dropped: a slow reader skips intermediate states, never a terminal state or a
+delete. Publishing is a dict operation per subscriber: it never blocks and never
+waits, so handing out events never delays a write.
+
+Coalescing of a queued event with a newer one of the same item: the newer state wins,
+except that ``created`` + ``updated`` stays ``created`` (the reader has not seen the item
+yet) and anything + ``deleted`` is ``deleted``; ``deleted`` + ``created`` (an id used
+again) is ``created``.
+
+A subscriber that leaves more than ``max_pending`` items unread (a reader stuck for
+good while new messages keep coming) has its queue emptied and gets ``ReloadRequired``
+on its next receive: memory stays bounded and the gap is explicit, never silent.
+
+The broker is scoped to a nursery (``open_broker``): the service runs its change feed's
+watcher there, and every subscription ends when the block ends.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
 import trio
-from trio_util import RepeatedEvent
 
+from ._errors import ReloadRequired
 from ._nursery import open_owned_nursery
 
 logger = logging.getLogger("msgstore")
+
+#: The default bound on items with unread changes per subscriber.
+MAX_PENDING = 65_536
 
 
 class EventType(enum.StrEnum):
@@ -34,82 +50,176 @@ class EventType(enum.StrEnum):
 
 @attrs.frozen
 class Event:
-    """One change to one message. Treat ``payload`` as read-only: subscribers share it."""
+    """One change to one message or session. Treat ``payload`` as read-only: subscribers
+    share it.
+
+    ``seq`` is the change's number in the file's change log (None from a broker used on
+    its own). ``kind`` is ``"message"`` or ``"session"`` and ``id`` the item's id.
+    ``payload`` is the item's state after the change (a ``Message`` or ``Session``); for
+    ``deleted`` it is the last state this service knew, or None when the delete came
+    from another process or a resume.
+    """
 
     type: EventType
     payload: Any
+    seq: int | None = None
+    kind: str = ""
+    id: str | None = None
 
 
-def _should_log(count: int) -> bool:
-    # Log the 1st, 10th, 100th ... drop of a subscriber: a stuck subscriber would
-    # otherwise flood the log with one line per token.
-    return count == 1 or (count % 10 == 0 and _is_power_of_ten(count))
+def event_for(type: EventType, payload: Any, seq: int | None = None) -> Event:
+    """An event whose kind (``"message"`` for a ``Message``...) and id come from its
+    payload."""
+    kind = "" if payload is None else payload.__class__.__name__.lower()
+    return Event(type, payload, seq, kind, getattr(payload, "id", None))
 
 
-def _is_power_of_ten(n: int) -> bool:
-    while n % 10 == 0:
-        n //= 10
-    return n == 1
+def _coalesced(old: Event, new: Event) -> Event:
+    if old.type is EventType.CREATED and new.type is EventType.UPDATED:
+        return attrs.evolve(new, type=EventType.CREATED)
+    return new
 
 
-class _Subscriber:
-    """One subscription: its channel, and the must-deliver events waiting for room.
+class Subscription:
+    """The receiving end of one subscription: ``async for event in subscription``.
 
-    A must-deliver event that finds the channel full waits in ``overflow`` (with the
-    deadline it was published with) for the subscriber's courier task to hand it
-    over; the publisher never waits. Once something waits there, later events go
-    behind it, so the subscriber still sees them in publishing order: a lossy one is
-    dropped (the subscriber is full), a must-deliver one joins the queue.
+    Like a Trio receive channel (``receive``, ``receive_nowait``, iteration ending with
+    the broker), over a conflating queue instead of a buffer.
     """
 
-    __slots__ = ("bell", "drops", "must_deliver_drops", "overflow", "send")
+    def __init__(self, broker: Broker, max_pending: int) -> None:
+        self._broker = broker
+        self._pending: OrderedDict[Hashable, Event] = OrderedDict()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._max_pending = max_pending
+        self._closed = False  # no more events will come
+        self._unique = 0  # keys for events without an id (never conflated)
+        self._reload: ReloadRequired | None = None
+        #: Events with a seq at or below this are already reflected (a resume read them).
+        self.floor = 0
+        self.conflated = 0
+        self.peak_pending = 0
 
-    def __init__(self, send: trio.MemorySendChannel[Event]) -> None:
-        self.send = send
-        self.drops = 0
-        self.must_deliver_drops = 0
-        self.overflow: deque[tuple[Event, float, _Delivery | None]] = deque()
-        self.bell = RepeatedEvent()
+    def __repr__(self) -> str:
+        return f"<Subscription pending={len(self._pending)}>"
 
+    # -- the publisher's side ----------------------------------------------------------
 
-class _Delivery:
-    """What ``publish_must_deliver`` waits on: the subscribers still owed one event."""
+    def offer(self, event: Event) -> None:
+        if self._closed:
+            return
+        if event.seq is not None and event.seq <= self.floor:
+            return
+        pending = self._pending
+        key: Hashable
+        if event.id is None:
+            self._unique += 1
+            key = self._unique
+        else:
+            key = (event.kind, event.id)
+            old = pending.pop(key, None)
+            if old is not None:
+                self.conflated += 1
+                self._broker.conflated += 1
+                event = _coalesced(old, event)
+        pending[key] = event
+        size = len(pending)
+        if size > self.peak_pending:
+            self.peak_pending = size
+            self._broker.note_peak(size)
+        if size > self._max_pending:
+            self._overflow(event.seq)
+        self._lot.unpark_all()
 
-    __slots__ = ("done", "owed")
+    def must_reload(self, reason: str, seq: int | None) -> None:
+        """The reader missed changes it cannot be told: its next receive raises."""
+        self._reload = ReloadRequired(reason, seq=seq)
+        self._lot.unpark_all()
 
-    def __init__(self, owed: int) -> None:
-        self.owed = owed
-        self.done = trio.Event()
+    def _overflow(self, seq: int | None) -> None:
+        lost = len(self._pending)
+        self._pending.clear()
+        self._broker.drop_count += lost
+        self._broker.reloads += 1
+        logger.error(
+            "subscriber left more than %d items unread: %d events discarded, it must reload",
+            self._max_pending,
+            lost,
+        )
+        self.must_reload(
+            f"more than {self._max_pending} items had unread changes; {lost} events were discarded",
+            seq,
+        )
 
-    def settle(self) -> None:
-        self.owed -= 1
-        if self.owed == 0:
-            self.done.set()
+    def close(self) -> None:
+        self._closed = True
+        self._lot.unpark_all()
+
+    # -- the reader's side -------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Items with an event waiting to be received."""
+        return len(self._pending)
+
+    @property
+    def reload_pending(self) -> bool:
+        """The next receive raises ``ReloadRequired``."""
+        return self._reload is not None
+
+    def receive_nowait(self) -> Event:
+        reload, self._reload = self._reload, None
+        if reload is not None:
+            raise reload
+        if self._pending:
+            return self._pending.popitem(last=False)[1]
+        if self._closed:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    async def receive(self) -> Event:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                event = self.receive_nowait()
+            except trio.WouldBlock:
+                await self._lot.park()
+                continue
+            except BaseException:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                raise
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return event
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
 
 class Broker:
     """Delivers events to every current subscriber; made by ``open_broker``."""
 
-    def __init__(
-        self,
-        nursery: trio.Nursery,
-        *,
-        buffer_size: int = 4096,
-        must_deliver_timeout: float = 0.05,
-    ) -> None:
-        if buffer_size < 1:
-            raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
-        if not must_deliver_timeout >= 0:
-            raise ValueError(f"must_deliver_timeout must be >= 0, got {must_deliver_timeout}")
-        self.buffer_size = buffer_size
-        self.must_deliver_timeout = must_deliver_timeout
-        self._nursery = nursery
-        self._subscribers: dict[int, _Subscriber] = {}
+    def __init__(self, nursery: trio.Nursery, *, max_pending: int = MAX_PENDING) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+        self.max_pending = max_pending
+        self.nursery = nursery
+        self._subscribers: dict[int, Subscription] = {}
         self._next_key = 0
         self._closed = False
-        self.drop_count = 0
-        self.must_deliver_drop_count = 0
         self.published = 0
+        self.conflated = 0
+        self.drop_count = 0  # events discarded when a subscriber overflowed
+        self.reloads = 0
+        self.peak_pending = 0
+        #: Called with each new subscription before it is registered (the change feed
+        #: uses it to replay a resume); no await may happen in between.
+        self.on_subscribe: Any = None
 
     @property
     def subscriber_count(self) -> int:
@@ -119,183 +229,76 @@ class Broker:
     def closed(self) -> bool:
         return self._closed
 
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscribers.values())
+
+    def note_peak(self, size: int) -> None:
+        if size > self.peak_pending:
+            self.peak_pending = size
+
     @asynccontextmanager
     async def subscribe(
-        self, buffer_size: int | None = None
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
-        """Receive every event published from now until the block (or the broker) ends.
-
-        ``async for`` over the channel ends when the broker's scope closes.
-        """
-        size = self.buffer_size if buffer_size is None else buffer_size
+        self, after: int | None = None, *, max_pending: int | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Receive every change from now (or, with the change feed, after ``after``)
+        until the block (or the broker) ends: ``async for`` then finishes."""
+        size = self.max_pending if max_pending is None else max_pending
         if size < 1:
-            raise ValueError(f"buffer_size must be at least 1, got {size}")
+            raise ValueError(f"max_pending must be at least 1, got {size}")
         await trio.lowlevel.checkpoint()
-        send, receive = trio.open_memory_channel[Event](size)
+        sub = Subscription(self, size)
         key = self._next_key
         self._next_key += 1
-        courier = trio.CancelScope()
         if self._closed:
-            send.close()
+            sub.close()
         else:
-            sub = _Subscriber(send)
+            if self.on_subscribe is not None:
+                self.on_subscribe(sub, after)
+            elif after is not None:
+                raise ValueError("after= needs a change feed (a message service's broker)")
             self._subscribers[key] = sub
-            self._nursery.start_soon(self._courier, sub, courier)
         try:
-            async with receive:
-                yield receive
+            yield sub
         finally:
-            sub_left = self._subscribers.pop(key, None)
-            courier.cancel()
-            if sub_left is not None:
-                self._settle_all(sub_left)
-            send.close()
+            self._subscribers.pop(key, None)
+            sub.close()
 
-    def publish(self, type: EventType, payload: Any) -> None:
-        """Offer the event to every subscriber without blocking; a full one misses it."""
+    def send(self, event: Event) -> None:
+        """Queue ``event`` for every subscriber (conflating); never blocks."""
         if self._closed:
             return
-        event = Event(type, payload)
         self.published += 1
         for sub in self._subscribers.values():
-            if sub.overflow:
-                self._dropped(sub, type)  # behind a waiting must-deliver event: full
-                continue
-            try:
-                sub.send.send_nowait(event)
-            except trio.WouldBlock:
-                self._dropped(sub, type)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the subscriber is leaving; its block's exit unregisters it
+            sub.offer(event)
 
-    def post(self, type: EventType, payload: Any) -> None:
-        """Must-deliver publish that never blocks the caller.
+    def publish(self, type: EventType, payload: Any, *, seq: int | None = None) -> None:
+        """Queue an event about ``payload`` (its ``id`` names the item) for everyone."""
+        self.send(event_for(type, payload, seq))
 
-        A subscriber with room gets the event now; a full one gets it from its
-        courier as soon as it has room, or misses it (counted in
-        ``must_deliver_drop_count`` and logged as an error) if it stays full for
-        ``must_deliver_timeout``.
-        """
-        self._post(type, payload, None)
+    #: Every event is delivered (or conflated into a newer one of its item).
+    post = publish
 
     async def publish_must_deliver(self, type: EventType, payload: Any) -> None:
-        """``post``, then wait until every subscriber has the event or missed it.
-
-        The timeout is one deadline shared by all full subscribers, so the call never
-        blocks longer than it, however many there are.
-        """
-        delivery = _Delivery(1)  # +1 for this call, so it cannot settle too early
-        self._post(type, payload, delivery)
-        delivery.settle()
-        if delivery.done.is_set():
-            await trio.lowlevel.checkpoint()
-        else:
-            await delivery.done.wait()
-
-    def _post(self, type: EventType, payload: Any, delivery: _Delivery | None) -> None:
-        if self._closed:
-            return
-        event = Event(type, payload)
-        self.published += 1
-        deadline = -1.0
-        for sub in self._subscribers.values():
-            if not sub.overflow:
-                try:
-                    sub.send.send_nowait(event)
-                    continue
-                except trio.WouldBlock:
-                    pass
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    continue
-                sub.bell.set()
-            if deadline < 0:
-                deadline = trio.current_time() + self.must_deliver_timeout
-            if delivery is not None:
-                delivery.owed += 1
-            sub.overflow.append((event, deadline, delivery))
-
-    async def _courier(self, sub: _Subscriber, scope: trio.CancelScope) -> None:
-        """Hand a full subscriber its waiting must-deliver events as room appears."""
-        with scope:
-            while True:
-                while sub.overflow:
-                    event, deadline, delivery = sub.overflow[0]
-                    delivered = False
-                    with trio.move_on_at(deadline):
-                        try:
-                            await sub.send.send(event)
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            return  # the subscription has ended: nobody left to deliver to
-                        delivered = True
-                    sub.overflow.popleft()
-                    if not delivered:
-                        self._missed(sub, event.type)
-                    if delivery is not None:
-                        delivery.settle()
-                await sub.bell.wait()
-
-    def _settle_all(self, sub: _Subscriber) -> None:
-        # The subscription ended: what still waited for it will never be delivered,
-        # and nobody is left to miss it; release whoever waits on it.
-        while sub.overflow:
-            _, _, delivery = sub.overflow.popleft()
-            if delivery is not None:
-                delivery.settle()
-
-    def _dropped(self, sub: _Subscriber, type: EventType) -> None:
-        sub.drops += 1
-        self.drop_count += 1
-        if _should_log(sub.drops):
-            logger.warning(
-                "subscriber is full: %s event dropped (%d dropped for it so far)",
-                type.value,
-                sub.drops,
-            )
-
-    def _missed(self, sub: _Subscriber, type: EventType) -> None:
-        sub.must_deliver_drops += 1
-        self.must_deliver_drop_count += 1
-        if _should_log(sub.must_deliver_drops):
-            logger.error(
-                "subscriber stayed full for %.3f s: must-deliver %s event dropped "
-                "(%d dropped for it so far)",
-                self.must_deliver_timeout,
-                type.value,
-                sub.must_deliver_drops,
-            )
+        """``publish``, with a schedule point (kept from the bounded-buffer broker)."""
+        self.publish(type, payload)
+        await trio.lowlevel.checkpoint()
 
     def close(self) -> None:
-        """End every subscription (their ``async for`` loops finish). Idempotent.
-
-        Must-deliver events still waiting get one last try without waiting.
-        """
+        """End every subscription: queued events are still received, then iteration
+        ends. Idempotent."""
         self._closed = True
         for sub in self._subscribers.values():
-            while sub.overflow:
-                event, _, delivery = sub.overflow.popleft()
-                try:
-                    sub.send.send_nowait(event)
-                except trio.WouldBlock:
-                    self._missed(sub, event.type)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-                if delivery is not None:
-                    delivery.settle()
-            sub.send.close()
+            sub.close()
 
 
 @asynccontextmanager
-async def open_broker(
-    *, buffer_size: int = 4096, must_deliver_timeout: float = 0.05
-) -> AsyncIterator[Broker]:
-    """A broker scoped to this block: its couriers run in the block's nursery, and
+async def open_broker(*, max_pending: int = MAX_PENDING) -> AsyncIterator[Broker]:
+    """A broker scoped to this block: tasks it starts run in the block's nursery, and
     every subscription ends when the block ends."""
-    if buffer_size < 1:
-        raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
-    if not must_deliver_timeout >= 0:
-        raise ValueError(f"must_deliver_timeout must be >= 0, got {must_deliver_timeout}")
+    if max_pending < 1:
+        raise ValueError(f"max_pending must be at least 1, got {max_pending}")
     async with open_owned_nursery() as nursery:
-        broker = Broker(nursery, buffer_size=buffer_size, must_deliver_timeout=must_deliver_timeout)
+        broker = Broker(nursery, max_pending=max_pending)
         try:
             yield broker
         finally:
@@ -303,16 +306,13 @@ async def open_broker(
             nursery.cancel_scope.cancel()
 
 
-class iter_batches:  # lower case: used like a function, ``async for b in iter_batches(ch)``
+class iter_batches:  # lower case: used like a function, ``async for b in iter_batches(sub)``
     """Yield every event available at each wake-up as one list, in order.
 
-    ``async for event in events`` takes one event per trip through Trio's scheduler; a
-    subscriber that must keep up with bursts (thousands of streams whose windows end
-    together) takes each burst whole with ``async for batch in iter_batches(events)``.
     A class, not an async generator, so that leaving the loop early needs no cleanup.
     """
 
-    def __init__(self, events: trio.MemoryReceiveChannel[Event]) -> None:
+    def __init__(self, events: Subscription) -> None:
         self._events = events
 
     def __aiter__(self) -> iter_batches:
@@ -323,8 +323,10 @@ class iter_batches:  # lower case: used like a function, ``async for b in iter_b
             batch = [await self._events.receive()]
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
-        while True:
+        events = self._events
+        while not events.reload_pending:  # raised by the next call, not lost in a batch
             try:
-                batch.append(self._events.receive_nowait())
+                batch.append(events.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
-                return batch
+                break
+        return batch

@@ -56,6 +56,22 @@ class ServiceClosed(MsgstoreError):
     """The message service's scope has ended; it accepts no more calls."""
 
 
+class ReloadRequired(MsgstoreError):
+    """A subscriber cannot be told every change it missed: reload, then read on.
+
+    Raised by a subscription's ``receive`` (so it ends an ``async for`` loop) when a
+    resume asks for changes older than the log still holds, or when the subscriber left
+    more than ``max_pending`` messages with unread changes. The subscription itself
+    goes on: read the state you show again (``svc.list``...), then iterate it again;
+    every change committed after the subscription began still arrives. ``seq`` is the
+    newest change number known when it was raised.
+    """
+
+    def __init__(self, reason: str, *, seq: int | None) -> None:
+        super().__init__(reason)
+        self.seq = seq
+
+
 class DatabaseBusy(StorageError):
     """Another connection holds the write lock; the write may be tried again later."""
 

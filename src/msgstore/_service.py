@@ -1,6 +1,7 @@
 """The message service: crush's ``Service`` on Trio, one actor task per message.
 
-``open_message_service`` owns a nursery with the actors, the alarm clock and a broker.
+``open_message_service`` owns a nursery with the actors, the alarm clock and a broker,
+and the change feed that numbers and publishes every committed change (``_feed.py``).
 The service itself never writes a message: it checks what callers hand it, routes it
 to the message's mailbox (starting an actor when there is none) and, when the caller
 needs the write done, waits for the actor's reply. Reads see the newest accepted state,
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -22,7 +23,8 @@ import trio
 
 from ._actor import ActorContext, MessageActor
 from ._alarm_clock import AlarmClock
-from ._broker import Broker, Event, open_broker
+from ._broker import MAX_PENDING, Broker, Subscription, open_broker
+from ._busy import wait_out_busy
 from ._content import Finish, FinishReason, Message, Part, Role, check_parts
 from ._errors import (
     ActorFailed,
@@ -31,10 +33,14 @@ from ._errors import (
     InvalidUpdate,
     MessageNotFound,
     ServiceClosed,
+    StorageError,
     UnwrittenMessages,
 )
+from ._feed import ChangeFeed
+from ._lease import CLAIM_SQL, Lease, OwnerCheck
 from ._mailbox import LETTERS, ActorGone, Letter, Mailbox, RequestKind
 from ._nursery import open_owned_nursery
+from ._repair import repair as repair_file
 from ._reply import Reply
 from ._sessions import SessionService
 from ._statistics import Counters, ServiceStatistics
@@ -54,6 +60,7 @@ class MessageService:
         self,
         db: Database,
         broker: Broker,
+        feed: ChangeFeed,
         nursery: trio.Nursery,
         *,
         debounce: float,
@@ -64,6 +71,7 @@ class MessageService:
     ) -> None:
         self.db = db
         self.broker = broker
+        self.feed = feed
         self.debounce = debounce
         self.idle_timeout = idle_timeout
         self.busy_timeout = busy_timeout
@@ -78,7 +86,7 @@ class MessageService:
         self._failures: dict[str, BaseException] = {}  # to raise on the way out
         self._actors = ActorContext(
             store=db,
-            broker=broker,
+            feed=feed,
             clock=self._clock,
             counters=self._counters,
             debounce=debounce,
@@ -90,10 +98,10 @@ class MessageService:
             interrupt=self._interrupted,
             report=self._report,
         )
-        #: Sessions (crush's ``session.Service``), publishing on this service's broker.
+        #: Sessions (crush's ``session.Service``), publishing on this service's feed.
         self.sessions = SessionService(
             db,
-            broker=broker,
+            feed=feed,
             busy_timeout=busy_timeout,
             delete_messages=self.delete_session_messages,
             on_busy_wait=self._counters.busy_wait,
@@ -313,10 +321,24 @@ class MessageService:
     # -- events and statistics -------------------------------------------------------
 
     def subscribe(
-        self, buffer_size: int | None = None
-    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Event]]:
-        """``async with svc.subscribe() as events:``; see ``Broker.subscribe``."""
-        return self.broker.subscribe(buffer_size)
+        self, after: int | None = None, *, max_pending: int | None = None
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """``async with svc.subscribe() as events: async for event in events: ...``
+
+        Live from now with ``after=None``. With ``after=SEQ`` (an ``Event.seq`` seen
+        earlier, or ``svc.last_seq`` read before loading a snapshot), first the current
+        state of every message and session changed after ``SEQ``, one event each in
+        the order of its newest change, then live, with no gap and nothing twice; if the
+        log no longer reaches back to ``SEQ``, the first receive raises
+        ``ReloadRequired``. The queue holds one pending event per item (see
+        ``_broker``); ``max_pending`` bounds the items (default: the service's).
+        """
+        return self.broker.subscribe(after, max_pending=max_pending)
+
+    @property
+    def last_seq(self) -> int:
+        """The newest change number in the file: resume with it after a reload."""
+        return self.feed.last_seq
 
     def statistics(self) -> ServiceStatistics:
         """A snapshot of the service's state and counters (see ``ServiceStatistics``)."""
@@ -337,8 +359,12 @@ class MessageService:
             restarts=counters.restarts,
             stopped_actors=counters.stopped_actors,
             busy_waits=counters.busy_waits,
+            folds=counters.folds,
+            conflated=broker.conflated,
             drops=broker.drop_count,
-            must_deliver_drops=broker.must_deliver_drop_count,
+            reloads=broker.reloads,
+            peak_pending=broker.peak_pending,
+            last_seq=self.feed.last_seq,
             subscribers=broker.subscriber_count,
         )
 
@@ -419,8 +445,9 @@ async def open_message_service(
     db: Database,
     *,
     debounce: float = 0.033,
-    buffer_size: int = 4096,
-    must_deliver_timeout: float = 0.05,
+    max_pending: int = MAX_PENDING,
+    poll_interval: float | None = None,
+    repair: bool = True,
     idle_timeout: float = 1.0,
     busy_timeout: float = 30.0,
     shutdown_timeout: float = 5.0,
@@ -429,7 +456,18 @@ async def open_message_service(
     """Run a message service on ``db`` for the duration of the block.
 
     ``debounce``: the window in seconds (``<= 0`` writes every update at once).
-    ``buffer_size`` and ``must_deliver_timeout`` go to the broker. An actor with
+    ``max_pending``: the most items with unread changes a subscriber may leave before
+    it must reload. ``poll_interval``: seconds between checks for changes that other
+    connections or processes commit to the file, which then reach subscribers as
+    events (None, the default, checks never: a poller keeps a mock clock busy).
+
+    Opening adds msgstore's change log, journal and lease tables to the file if it has
+    none, and takes a lease: each message this service writes is claimed for it, so
+    that ``msgstore.repair`` in any process leaves it alone. Then it folds the journal
+    rows that services no longer alive left (no committed window is lost) and, with
+    ``repair`` (the default), finishes what they left unfinished
+    (``repair(db, only_dead_owners=True)``: messages a dead msgstore claimed; crush's
+    own leftovers are for ``msgstore repair``). An actor with
     nothing pending retires after ``idle_timeout``. While another connection holds the
     write lock, writes wait on Trio time up to ``busy_timeout``. ``restart_policy``:
     how often an actor may fail before it is stopped (default: 3 restarts within 5 s).
@@ -443,30 +481,41 @@ async def open_message_service(
     if not isinstance(debounce, int | float) or math.isnan(debounce):
         raise ValueError(f"debounce must be a number of seconds, got {debounce!r}")
     policy = RestartPolicy() if restart_policy is None else restart_policy
-    async with open_broker(
-        buffer_size=buffer_size, must_deliver_timeout=must_deliver_timeout
-    ) as broker:
+    if poll_interval is not None and not poll_interval > 0:
+        raise ValueError(f"poll_interval must be > 0 seconds or None, got {poll_interval!r}")
+    async with open_broker(max_pending=max_pending) as broker:
+        feed = ChangeFeed(db, broker)
+        if poll_interval is not None:
+            broker.nursery.start_soon(feed.watch, poll_interval)
         # The connection's own busy handler would sleep on the Trio thread and freeze
         # every task; the actors wait on Trio time instead.
         with db.without_busy_handler():
-            async with open_owned_nursery() as nursery:
-                service = MessageService(
-                    db,
-                    broker,
-                    nursery,
-                    debounce=debounce,
-                    idle_timeout=idle_timeout,
-                    busy_timeout=busy_timeout,
-                    shutdown_timeout=shutdown_timeout,
-                    restart_policy=policy,
+            lease = await _start(db, repair=repair, busy_timeout=busy_timeout)
+            try:
+                async with open_owned_nursery() as nursery:
+                    service = MessageService(
+                        db,
+                        broker,
+                        feed,
+                        nursery,
+                        debounce=debounce,
+                        idle_timeout=idle_timeout,
+                        busy_timeout=busy_timeout,
+                        shutdown_timeout=shutdown_timeout,
+                        restart_policy=policy,
+                    )
+                    nursery.start_soon(service._clock.run)
+                    try:
+                        with trio.CancelScope() as body:
+                            service._body = body
+                            yield service
+                    finally:
+                        await service._shutdown()
+            finally:
+                # Every actor has written its last words: nothing of ours is live.
+                await _release(
+                    db, lease, busy_timeout=busy_timeout, shutdown_timeout=shutdown_timeout
                 )
-                nursery.start_soon(service._clock.run)
-                try:
-                    with trio.CancelScope() as body:
-                        service._body = body
-                        yield service
-                finally:
-                    await service._shutdown()
     # Only reached when the block itself raised nothing.
     if service._interrupt is not None:
         raise service._interrupt
@@ -477,6 +526,61 @@ async def open_message_service(
             if isinstance(only, ActorFailed):
                 raise only
         raise UnwrittenMessages(failures)
+
+
+async def _start(db: Database, *, repair: bool, busy_timeout: float) -> Lease | None:
+    """Before any actor runs: the file's msgstore tables, this service's lease, and
+    what dead services left (their journals folded, their messages repaired)."""
+    if db.read_only:
+        return None  # nothing can be written: every write raises StorageError anyway
+    await wait_out_busy(db.install_feed, busy_timeout=busy_timeout)
+    lease = await wait_out_busy(lambda: Lease.acquire(db), busy_timeout=busy_timeout)
+    try:
+        db.start_claims(CLAIM_SQL, lease.owner)
+        await wait_out_busy(_fold_dead_journals(db), busy_timeout=busy_timeout)
+        if repair:
+            report = await wait_out_busy(
+                lambda: repair_file(db, only_dead_owners=True), busy_timeout=busy_timeout
+            )
+            if report.changed:
+                logger.warning("repaired what a service that is gone left:\n%s", report)
+    except BaseException:
+        db.stop_claims()
+        lease.abandon()  # as if we had crashed: the next repair cleans up after us
+        raise
+    return lease
+
+
+def _fold_dead_journals(db: Database) -> Callable[[], list[str]]:
+    def fold() -> list[str]:
+        check = OwnerCheck(db)
+        try:
+            folded = db.fold_journals(lambda owner: owner in check.live)
+        finally:
+            check.close()
+        if folded:
+            logger.warning(
+                "folded %d message(s) whose last windows a service that is gone left in "
+                "the journal",
+                len(folded),
+            )
+        return folded
+
+    return fold
+
+
+async def _release(
+    db: Database, lease: Lease | None, *, busy_timeout: float, shutdown_timeout: float
+) -> None:
+    if lease is None:
+        return
+    db.stop_claims()
+    with trio.move_on_after(shutdown_timeout, shield=True):
+        try:
+            await wait_out_busy(lease.release, busy_timeout=busy_timeout)
+        except StorageError as exc:
+            logger.warning("lease not released (%s); the next repair removes it", exc)
+    lease.abandon()  # a no-op after a release; otherwise the lock goes with us
 
 
 async def run_message_service(

@@ -2,8 +2,8 @@
 
 Sessions are not streamed, so they need no actor: each call is one short statement
 on the Trio thread, waiting out another connection's lock on Trio time like the
-message actors do. Every change is published on the broker (when there is one) as an
-``Event`` whose payload is the stored ``Session``, by must-deliver: a UI shows titles,
+message actors do. Every change is published through the change feed (when there is
+one) as an ``Event`` whose payload is the stored ``Session``: a UI shows titles,
 token counts and costs from them.
 """
 
@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from ._broker import Broker, EventType
+from ._broker import EventType
 from ._busy import wait_out_busy
 from ._content import check_text
 from ._errors import InvalidPart, InvalidUpdate
 from ._storage import Database, Session
+
+if TYPE_CHECKING:
+    from ._feed import ChangeFeed
 
 T = TypeVar("T")
 
@@ -28,7 +31,7 @@ class SessionService:
     """Create, read, save and delete sessions (crush's ``session.Service``).
 
     ``SessionService(db)`` works on its own; a message service offers one bound to
-    itself as ``svc.sessions``, which publishes on the service's broker and deletes a
+    itself as ``svc.sessions``, which publishes on the service's feed and deletes a
     session's messages through their actors (their buffered states are dropped and
     each publishes ``deleted``) before the session row goes.
     """
@@ -37,13 +40,13 @@ class SessionService:
         self,
         db: Database,
         *,
-        broker: Broker | None = None,
+        feed: ChangeFeed | None = None,
         busy_timeout: float = 30.0,
         delete_messages: Callable[[str], Awaitable[None]] | None = None,
         on_busy_wait: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
-        self._broker = broker
+        self._feed = feed
         self._busy_timeout = busy_timeout
         self._delete_messages = delete_messages
         self._on_busy_wait = on_busy_wait
@@ -128,5 +131,5 @@ class SessionService:
             )
 
     def _publish(self, type: EventType, session: Session) -> None:
-        if self._broker is not None:
-            self._broker.post(type, session)
+        if self._feed is not None:
+            self._feed.committed(type, session, "session", session.id)

@@ -11,6 +11,7 @@ class Counters:
 
     updates: int = 0
     writes: int = 0
+    folds: int = 0
     write_errors: int = 0
     restarts: int = 0
     stopped_actors: int = 0
@@ -41,6 +42,8 @@ class ServiceStatistics:
     updates: int
     #: Successful writes of a message's parts (window, terminal and final writes).
     writes: int
+    #: Of those, folds: the whole ``parts`` row rewritten (the others are journal rows).
+    folds: int
     #: Writes that failed with a storage error (each is retried with backoff).
     write_errors: int
     #: Actors restarted by their supervisor after an unexpected error.
@@ -49,9 +52,16 @@ class ServiceStatistics:
     stopped_actors: int
     #: Sleeps on Trio time while another connection held the write lock.
     busy_waits: int
-    #: Lossy events a full subscriber missed.
+    #: Events replaced in a subscriber's queue by a newer one of the same item.
+    conflated: int
+    #: Events discarded when a subscriber left more than ``max_pending`` items unread
+    #: (it then gets ``ReloadRequired``); 0 unless a reader is stuck.
     drops: int
-    #: Must-deliver events a subscriber stayed full for until their deadline.
-    must_deliver_drops: int
+    #: Times a subscriber was told to reload (an overflow, or a resume too old).
+    reloads: int
+    #: The most items that waited in one subscriber's queue at once.
+    peak_pending: int
+    #: The newest change number of the file's change log, as the service knows it.
+    last_seq: int
     #: Current subscriptions.
     subscribers: int

@@ -18,7 +18,7 @@ from typing import TypeAlias, cast
 
 import apsw
 
-from . import _schema
+from . import _journal, _schema
 from ._codec import decode_parts, encode_parts
 from ._content import Finish, Message, Part, Role, check_text
 from ._errors import (
@@ -30,6 +30,7 @@ from ._errors import (
     SessionNotFound,
     StorageError,
 )
+from ._storage_feed import FeedQueries, _merged
 from ._storage_reports import ReportQueries
 from ._storage_rows import _SESSION_COLUMNS, _session
 from ._storage_rows import Session as Session
@@ -293,7 +294,7 @@ def _check_whole_pages(con: apsw.Connection, path: str) -> None:
 # -- the database -----------------------------------------------------------------------
 
 
-class Database(ReportQueries):
+class Database(FeedQueries, ReportQueries):
     """One connection to a crush-compatible database, with crush's queries.
 
     A context manager; ``close()`` may be called more than once. Not for use from
@@ -315,6 +316,11 @@ class Database(ReportQueries):
         self._closed = False
         self._busy_timeout_ms = busy_timeout_ms
         self._busy_handler_off = 0  # services holding SQLite's busy handler off
+        self._init_feed()
+        # A service's lease (``_lease.py``): each message this connection writes is
+        # claimed for it, in the transaction of its first write here.
+        self._claim_sql: str | None = None
+        self._claimed: set[str] = set()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("read-only" if self.read_only else "open")
@@ -368,6 +374,28 @@ class Database(ReportQueries):
             if not self._busy_handler_off and not self._closed:
                 self.connection.set_busy_timeout(self._busy_timeout_ms)
 
+    # -- claims -----------------------------------------------------------------------------
+
+    def start_claims(self, claim_sql: str, owner: str) -> None:
+        """From now on, claim each message for ``owner`` when it is first written."""
+        self._claim_sql = claim_sql
+        self.owner = owner
+        self._claimed = set()
+
+    def stop_claims(self) -> None:
+        self._claim_sql = None
+        self._claimed = set()
+
+    def _claim(self, id: str) -> bool:
+        """Run the claim of ``id`` if it is due (inside the caller's transaction)."""
+        if self._claim_sql is None or id in self._claimed:
+            return False
+        self.connection.execute(self._claim_sql, (id, self.owner))
+        return True
+
+    def _needs_claim(self, id: str) -> bool:
+        return self._claim_sql is not None and id not in self._claimed
+
     # -- plumbing -------------------------------------------------------------------------
 
     def _error(self, e: apsw.Error, doing: str) -> StorageError:
@@ -385,6 +413,22 @@ class Database(ReportQueries):
         if isinstance(e, apsw.ConnectionClosedError):
             return StorageError(f"{doing}: the database {self.path!r} is closed")
         return StorageError(f"{doing} on {self.path!r} failed: {e}")
+
+    def _feed_error(self, e: apsw.Error, doing: str) -> StorageError:
+        return self._error(e, doing)
+
+    def _messages(self, rows: list[apsw.SQLiteValues]) -> list[Message]:
+        """Messages from rows of ``_MESSAGE_COLUMNS``, each with its live journal applied
+        (the newest state written, while a service streams it)."""
+        messages = [_message(row) for row in rows]
+        journals = self._journal_by_message(m.id for m in messages) if messages else {}
+        for i, message in enumerate(messages):
+            entries = journals.get(message.id)
+            if entries:
+                parts = _merged(message.id, cast(str, rows[i][3]), message.parts, entries)
+                if parts is not message.parts:
+                    messages[i] = message.with_parts(parts)
+        return messages
 
     def _rows(self, sql: str, params: tuple[object, ...], doing: str) -> list[apsw.SQLiteValues]:
         # fetchall, never fetchone: a statement left half-stepped keeps its transaction
@@ -522,8 +566,15 @@ class Database(ReportQueries):
             provider or None,
             int(is_summary_message),
         )
+        con = self.connection
         try:
-            rows = self.connection.execute(_CREATE_MESSAGE, params).fetchall()
+            if self._needs_claim(mid):
+                with con:  # one transaction: the row and its claim
+                    self._claim(mid)
+                    rows = con.execute(_CREATE_MESSAGE, params).fetchall()
+                self._claimed.add(mid)
+            else:
+                rows = con.execute(_CREATE_MESSAGE, params).fetchall()
         except apsw.ConstraintError as e:
             # extendedresult is missing from apsw's type stubs.
             if e.extendedresult == apsw.SQLITE_CONSTRAINT_FOREIGNKEY:  # type: ignore[attr-defined]
@@ -546,14 +597,45 @@ class Database(ReportQueries):
             raise self._error(e, f"write message {id!r}") from e
         return con.changes() != 0
 
-    def update_message(self, id: str, parts: Sequence[Part]) -> None:
-        """Store ``parts``, with ``finished_at`` from the finish part (NULL when none)."""
-        if not self.write_parts(id, encode_parts(parts), _finished_at(parts)):
+    def update_message(self, id: str, parts: Sequence[Part]) -> int:
+        """Store ``parts``, with ``finished_at`` from the finish part (NULL when none).
+
+        This is a *fold* when the message has journal rows from this connection: the
+        row then holds everything, and the journal rows it makes dead are deleted in
+        the same transaction. Returns the row's base (``_journal.base_of``), which the
+        next journal row of the message names.
+        """
+        parts_json = encode_parts(parts)
+        first = self._unfolded.get(id)
+        claim = self._needs_claim(id)
+        if first is None and not claim:
+            self._write_row(id, parts_json, parts)
+        else:
+            try:
+                with self.connection:  # one transaction: the row, its claim, the pruning
+                    if claim:
+                        self._claim(id)
+                    self._write_row(id, parts_json, parts)
+                    if first is not None:
+                        self._folded(id)
+            except BaseException as e:
+                if first is not None:
+                    self._unfolded[id] = first  # not folded after all: its rows count
+                if isinstance(e, apsw.Error):
+                    raise self._error(e, f"write message {id!r}") from e
+                raise
+            if claim:
+                self._claimed.add(id)
+        return _journal.base_of(parts_json)
+
+    def _write_row(self, id: str, parts_json: str, parts: Sequence[Part]) -> None:
+        if not self.write_parts(id, parts_json, _finished_at(parts)):
             raise MessageNotFound(f"no message {id!r}")
 
     def delete_message(self, id: str) -> None:
         if not self._change(_DELETE_MESSAGE, (id,), f"delete message {id!r}"):
             raise MessageNotFound(f"no message {id!r}")
+        self._forget_journal(id)
 
     def delete_session_messages(self, session_id: str) -> list[str]:
         """Delete every message of a session; return their ids, oldest first."""
@@ -573,31 +655,31 @@ class Database(ReportQueries):
         rows = self._rows(_GET_MESSAGE, (id,), f"get message {id!r}")
         if not rows:
             raise MessageNotFound(f"no message {id!r}")
-        return _message(rows[0])
+        return self._messages(rows)[0]
 
     def stored_messages(self, session_id: str) -> list[Message]:
         """A session's messages, oldest first."""
         rows = self._rows(_LIST_MESSAGES, (session_id,), f"list messages of {session_id!r}")
-        return [_message(r) for r in rows]
+        return self._messages(rows)
 
     def stored_user_messages(self, session_id: str) -> list[Message]:
         """A session's user messages, newest first."""
         rows = self._rows(
             _LIST_USER_MESSAGES, (session_id,), f"list user messages of {session_id!r}"
         )
-        return [_message(r) for r in rows]
+        return self._messages(rows)
 
     def stored_all_user_messages(self) -> list[Message]:
         """Every session's user messages, newest first."""
         rows = self._rows(_LIST_ALL_USER_MESSAGES, (), "list all user messages")
-        return [_message(r) for r in rows]
+        return self._messages(rows)
 
     def stored_last_assistant_message(self, session_id: str) -> Message | None:
         """The session's newest assistant message that is not a summary, if any."""
         rows = self._rows(
             _LAST_ASSISTANT_MESSAGE, (session_id,), f"last assistant message of {session_id!r}"
         )
-        return _message(rows[0]) if rows else None
+        return self._messages(rows)[0] if rows else None
 
     def stored_message_header(self, id: str) -> Message:
         """The row's other columns, with no parts (nothing is decoded: a row whose parts

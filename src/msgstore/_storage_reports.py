@@ -12,7 +12,7 @@ and so do ``file_rows`` / ``read_file_rows`` for a column of a type crush never 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TypeAlias, cast
 
 import apsw
@@ -22,6 +22,7 @@ from . import _schema
 from ._codec import decode_parts, encode_parts
 from ._content import Part
 from ._errors import CorruptRecord, StorageError
+from ._storage_feed import _merged
 from ._storage_rows import _SESSION_COLUMNS, Session, _session
 
 _ALL_SESSIONS = f"""SELECT {_SESSION_COLUMNS}
@@ -130,17 +131,25 @@ class ReportQueries:
         """A session's message rows, oldest first, every column (see ``MessageColumns``);
         ``CorruptRecord`` (naming the id) for parts that are not JSON text of parts."""
         out: list[MessageColumns] = []
-        for row in self.connection.execute(_MESSAGE_ROWS, (session_id,)).fetchall():
+        rows = self.connection.execute(_MESSAGE_ROWS, (session_id,)).fetchall()
+        # While a service streams a message, its newest windows are in the journal.
+        journals = self._journal_by_message(cast(str, r[0]) for r in rows) if rows else {}
+        for row in rows:
             mid, sid, role, parts, model, provider, summary, created, updated, finished = row
             mid = cast(str, mid)
             if not isinstance(parts, str | bytes):
                 raise CorruptRecord(f"parts is {type(parts).__name__}, not text", message_id=mid)
+            decoded = decode_parts(parts, message_id=mid)
+            entries = journals.get(mid)
+            if entries:
+                text = parts if isinstance(parts, str) else parts.decode("utf-8", "surrogatepass")
+                decoded = _merged(mid, text, decoded, entries)
             out.append(
                 (
                     mid,
                     cast(str, sid),
                     cast(str, role),
-                    decode_parts(parts, message_id=mid),
+                    decoded,
                     cast("str | None", model),
                     cast("str | None", provider),
                     bool(summary),
@@ -150,6 +159,9 @@ class ReportQueries:
                 )
             )
         return out
+
+    def _journal_by_message(self, ids: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
+        raise NotImplementedError  # FeedQueries', in Database
 
     def file_rows(self, session_id: str) -> list[FileColumns]:
         """A session's ``files`` rows, oldest first, every column (see ``FileColumns``);

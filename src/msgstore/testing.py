@@ -121,7 +121,8 @@ def _summary(event: Event) -> str:
 
 
 class EventRecorder:
-    """Every event the service publishes while it records, in order.
+    """Every message event the service publishes while it records, in order (session
+    events too with ``open_event_recorder(..., sessions=True)``).
 
     ``events`` is the list so far; ``of(message_id)`` one message's; ``wait_for(...)``
     waits (in Trio time) for the next one that matches: each call looks only at events
@@ -129,7 +130,8 @@ class EventRecorder:
     gives two different events. Pass ``since=0`` to look at every event recorded.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, sessions: bool = False) -> None:
+        self.sessions = sessions
         self.events: list[Event] = []
         self.closed = False
         self._changed = trio.Event()
@@ -261,15 +263,16 @@ class EventRecorder:
     async def _run(
         self,
         service: MessageService,
-        buffer_size: int | None,
+        max_pending: int | None,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         try:
-            async with service.subscribe(buffer_size) as events:
+            async with service.subscribe(max_pending=max_pending) as events:
                 task_status.started()
                 async for event in events:
-                    self._record(event)
+                    if self.sessions or event.kind == "message":
+                        self._record(event)
         finally:
             self.closed = True
             self._changed.set()
@@ -277,12 +280,16 @@ class EventRecorder:
 
 @asynccontextmanager
 async def open_event_recorder(
-    service: MessageService, *, buffer_size: int | None = None
+    service: MessageService, *, sessions: bool = False, max_pending: int | None = None
 ) -> AsyncIterator[EventRecorder]:
-    """Record the service's events for the block (subscribed before the block starts)."""
-    recorder = EventRecorder()
+    """Record the service's events for the block (subscribed before the block starts).
+
+    The subscription conflates like any other: a state replaced before the recorder
+    task ran is not recorded, the newer one is. Session events with ``sessions=True``.
+    """
+    recorder = EventRecorder(sessions=sessions)
     async with trio.open_nursery() as nursery:
-        await nursery.start(recorder._run, service, buffer_size)
+        await nursery.start(recorder._run, service, max_pending)
         try:
             yield recorder
         finally:

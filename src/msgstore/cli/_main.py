@@ -1,7 +1,8 @@
 """The ``msgstore`` command: a live demo, and a look inside crush/msgstore database files.
 
 Read commands (``sessions``, ``show``, ``export``, ``stats``) open the file read-only
-and apply no migrations, so pointing them at crush's own database never changes it.
+and apply no migrations, so pointing them at crush's own database never changes it;
+``import`` and ``repair`` (unless ``--dry-run``) are the commands that write.
 Every expected failure is one ``msgstore: error: ...`` line on stderr and exit code 1.
 """
 
@@ -152,6 +153,33 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import trio
+
+    from ._watch import watch
+
+    if args.after is not None and args.after < 0:
+        raise CliError("--after must be a change number >= 0")
+    if not args.poll > 0:
+        raise CliError("--poll must be greater than 0")
+    trio.run(lambda: watch(args.db, after=args.after, as_json=args.json, poll_interval=args.poll))
+    return 0
+
+
+def _cmd_detach(args: argparse.Namespace) -> int:
+    with connect(args.db) as db:
+        folded = db.remove_feed()
+    note = f"; folded the journal of {_n(len(folded), 'message')} first" if folded else ""
+    print(f"removed msgstore's change log and journal from {args.db}{note}")
+    return 0
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from ._repair import run_repair
+
+    return run_repair(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import default_db_path, run_demo_cli
     from ._demo_state import DemoOptions
@@ -163,6 +191,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     db_path = Path(args.db) if args.db else default_db_path()
     if not db_path.parent.is_dir():
         raise CliError(f"{db_path.parent}: no such directory")
+    from ._demo_provider import ProviderDemoOptions, run_provider_demo_cli
+
+    provider = ProviderDemoOptions.from_flags(
+        db_path=db_path,
+        openai_base_url=args.openai_base_url,
+        anthropic_base_url=args.anthropic_base_url,
+        model=args.model,
+    )
+    if provider is not None:  # a real model server instead of the simulated agent
+        return run_provider_demo_cli(provider)
     options = DemoOptions(
         db_path=db_path,
         streams=args.streams,
@@ -255,6 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run")
     p.add_argument("--plain", action="store_true", help="progress lines, even on a terminal")
+    p.add_argument(
+        "--openai-base-url",
+        metavar="URL",
+        help="stream a real conversation from an OpenAI-compatible server instead (e.g. "
+        "http://localhost:11434/v1 for Ollama; key from $OPENAI_API_KEY, if any)",
+    )
+    p.add_argument(
+        "--anthropic-base-url",
+        metavar="URL",
+        help="the same from Anthropic's API or a compatible server (e.g. "
+        "https://api.anthropic.com; key from $ANTHROPIC_API_KEY)",
+    )
+    p.add_argument("--model", metavar="NAME", help="the model to ask, with a base URL")
 
     p = command(
         "sessions",
@@ -311,6 +362,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command(
+        "repair",
+        _cmd_repair,
+        "finish what a crashed process left: unfinished replies, unanswered tool calls",
+        "Give assistant messages left unfinished by a process that is gone a 'canceled' "
+        "finish (keeping every part), and tool calls that never got a result an error "
+        "result, in one transaction. Messages a live msgstore service owns are never "
+        "touched; messages nobody owns (crush's) only once their conversation has been "
+        "quiet for --grace seconds. Prints what was done.",
+    )
+    _add_db(p)
+    p.add_argument(
+        "--dry-run", action="store_true", help="say what would be repaired; change nothing"
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a conversation nobody owns must have been quiet (default 3600; "
+        "0 when you know crush is not running)",
+    )
+
+    p = command(
         "stats",
         _cmd_stats,
         "rows, parts by type, file and WAL size",
@@ -319,6 +393,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db(p)
     _add_json(p)
+
+    p = command(
+        "watch",
+        _cmd_watch,
+        "follow the file's changes live, like tail -f",
+        "Print one line per change of a message or session, whoever writes the file "
+        "(a msgstore service, crush, a script), as it is committed: its number, what "
+        "changed and a summary of the new state. --after SEQ first prints the current "
+        "state of everything changed after change SEQ. Adds msgstore's change log to the "
+        "file if it has none (`msgstore detach` removes it). Stop with Ctrl-C.",
+    )
+    _add_db(p)
+    _add_json(p)
+    p.add_argument("--after", type=int, default=None, metavar="SEQ", help="resume after change SEQ")
+    p.add_argument(
+        "--poll",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="how often to look for other processes' commits (default 0.05)",
+    )
+
+    p = command(
+        "detach",
+        _cmd_detach,
+        "remove msgstore's change log and journal from a file",
+        "Fold any journal entries into their messages, then drop the msgstore_* tables "
+        "and triggers the message service added: the file holds crush's schema alone "
+        "again. Run it while no msgstore service uses the file.",
+    )
+    _add_db(p)
     return parser
 
 

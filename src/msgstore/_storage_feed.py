@@ -1,0 +1,266 @@
+"""The change log and the delta journal's queries (tables in ``_feed_schema``).
+
+``Database`` inherits them (``class Database(FeedQueries, ...)``). The journal is
+written by one connection's actors; what this connection journals is tracked here
+(``_unfolded``: a message's first journal row since its last fold), so that a fold can
+delete this connection's dead journal rows as one range from the bottom of the table,
+never row by row across pages that other streams share.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import apsw
+import attrs
+
+from . import _feed_schema, _journal
+from ._content import Part
+from ._errors import StorageError
+
+_LAST_SEQ = (
+    "SELECT max(coalesce((SELECT max(seq) FROM msgstore_log), 0), "
+    "coalesce((SELECT max(seq) FROM msgstore_journal), 0))"
+)
+_OLDEST_LOGGED = "SELECT min(seq) FROM msgstore_log"
+_CHANGES_AFTER = """SELECT seq, kind, item, op, parent FROM msgstore_log WHERE seq > ?1
+UNION ALL
+SELECT seq, 'message', message_id, 'updated', NULL FROM msgstore_journal WHERE seq > ?1
+ORDER BY seq"""
+_APPEND_JOURNAL = (
+    "INSERT INTO msgstore_journal (seq, message_id, owner, base, delta) "
+    f"VALUES ({_feed_schema.NEXT_SEQ}, ?, ?, ?, ?)"
+)
+_ANY_JOURNAL = "SELECT 1 FROM msgstore_journal LIMIT 1"
+_JOURNAL_OF = "SELECT base, delta FROM msgstore_journal WHERE message_id = ? ORDER BY seq"
+_WHOLE_JOURNAL = "SELECT message_id, base, delta FROM msgstore_journal ORDER BY seq"
+_PRUNE_OWN_BELOW = "DELETE FROM msgstore_journal WHERE owner = ? AND seq < ?"
+_PRUNE_OWN = "DELETE FROM msgstore_journal WHERE owner = ?"
+_JOURNAL_OWNERS = "SELECT DISTINCT owner FROM msgstore_journal"
+_JOURNALLED_BY = "SELECT DISTINCT message_id FROM msgstore_journal WHERE owner = ?"
+_PARTS_OF = "SELECT parts FROM messages WHERE id = ?"
+
+
+@attrs.frozen
+class Change:
+    """One numbered change as the log (or the journal) records it."""
+
+    seq: int
+    kind: str  # "message" or "session"
+    id: str
+    op: str  # "created", "updated" or "deleted"
+    session_id: str | None  # a message's session; None for a session
+
+
+class FeedQueries:
+    """The log and journal queries; ``Database`` provides the connection."""
+
+    connection: apsw.Connection
+    path: str
+    read_only: bool
+
+    def _init_feed(self) -> None:
+        #: Names this connection's journal rows (for pruning, and for a lease).
+        self.owner = uuid.uuid4().hex[:16]
+        self.feed_installed = _feed_schema.is_installed(self.connection)
+        self._unfolded: dict[str, int] = {}
+
+    # -- installing --------------------------------------------------------------------
+
+    def install_feed(self) -> None:
+        """Add the change log, journal and their triggers to the file (idempotent)."""
+        if self.feed_installed:
+            return
+        con = self.connection
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                _feed_schema.install(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        except apsw.Error as e:
+            raise self._feed_error(e, "install the change log") from e
+        self.feed_installed = True
+
+    # -- the log -----------------------------------------------------------------------
+
+    def last_seq(self) -> int:
+        """The newest change's number (0 before any, or without a log)."""
+        if not self.feed_installed:
+            return 0
+        return cast(int, self._feed_read(lambda: self.connection.execute(_LAST_SEQ).get))
+
+    def oldest_resumable_seq(self) -> int:
+        """The smallest ``after`` a resume may ask for: every change since is known."""
+        if not self.feed_installed:
+            return 0
+        oldest = self._feed_read(lambda: self.connection.execute(_OLDEST_LOGGED).get)
+        return 0 if oldest is None else cast(int, oldest) - 1
+
+    def changes_after(self, seq: int) -> list[Change]:
+        """Every logged change after ``seq``, oldest first (journal rows as ``updated``)."""
+        if not self.feed_installed:
+            return []
+        rows = self._feed_read(lambda: self.connection.execute(_CHANGES_AFTER, (seq,)).fetchall())
+        return [Change(*cast(tuple[int, str, str, str, str | None], row)) for row in rows]
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes when another connection commits."""
+        return int(self._feed_read(lambda: self.connection.pragma("data_version")))
+
+    def _feed_read(self, read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except apsw.Error as e:
+            raise self._feed_error(e, "read the change log") from e
+
+    # -- the journal: writing ----------------------------------------------------------
+
+    def append_journal(self, id: str, base: int, delta: str) -> int:
+        """Record one window's delta of message ``id``; its seq."""
+        con = self.connection
+        try:
+            con.execute(_APPEND_JOURNAL, (id, self.owner, base, delta))
+        except apsw.Error as e:
+            raise self._feed_error(e, f"write message {id!r}") from e
+        seq = con.last_insert_rowid()
+        self._unfolded.setdefault(id, seq)
+        return seq
+
+    def _folded(self, id: str) -> None:
+        """``id``'s row now holds everything: delete this connection's dead journal
+        rows, as far up as the oldest row still needed (run inside the fold's
+        transaction)."""
+        if self._unfolded.pop(id, None) is None:
+            return
+        con = self.connection
+        if self._unfolded:
+            con.execute(_PRUNE_OWN_BELOW, (self.owner, min(self._unfolded.values())))
+        else:
+            con.execute(_PRUNE_OWN, (self.owner,))
+
+    def _forget_journal(self, id: str) -> None:
+        self._unfolded.pop(id, None)
+
+    # -- the journal: reading ----------------------------------------------------------
+
+    def _journal_is_empty(self) -> bool:
+        return not self.feed_installed or not self.connection.execute(_ANY_JOURNAL).fetchall()
+
+    def _apply_journal(self, id: str, parts_json: str, parts: list[Part]) -> list[Part]:
+        """``parts`` (decoded from ``parts_json``) with ``id``'s live journal applied."""
+        if self._journal_is_empty():
+            return parts
+        rows = self.connection.execute(_JOURNAL_OF, (id,)).fetchall()
+        return _merged(id, parts_json, parts, cast(list[tuple[int, str]], rows))
+
+    def _journal_by_message(self, ids: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
+        """The journal rows of these messages (one scan of the table), oldest first."""
+        if self._journal_is_empty():
+            return {}
+        wanted = set(ids)
+        found: dict[str, list[tuple[int, str]]] = {}
+        for message_id, base, delta in self.connection.execute(_WHOLE_JOURNAL):
+            if message_id in wanted:
+                found.setdefault(message_id, []).append((base, delta))
+        return found
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def fold_journals(self, owner_is_live: Callable[[str], bool]) -> list[str]:
+        """Fold the journal rows that owners no longer alive left; the messages folded.
+
+        A killed service leaves its last windows only in the journal: each is written
+        into its message's row (one transaction for all) and the rows are deleted, so no
+        committed window is lost and crush sees it too. Rows of live owners (another
+        process still streaming) are left alone.
+        """
+        if self._journal_is_empty():
+            return []
+        from ._codec import decode_parts, encode_parts
+
+        con = self.connection
+        folded: list[str] = []
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            owners = [cast(str, r[0]) for r in con.execute(_JOURNAL_OWNERS).fetchall()]
+            dead = [o for o in owners if o != self.owner and not owner_is_live(o)]
+            for owner in dead:
+                ids = [cast(str, r[0]) for r in con.execute(_JOURNALLED_BY, (owner,)).fetchall()]
+                for id in ids:
+                    row = con.execute(_PARTS_OF, (id,)).fetchall()
+                    if not row:
+                        continue
+                    text = cast(str, row[0][0])
+                    parts = decode_parts(text, message_id=id)
+                    merged = self._apply_journal(id, text, list(parts))
+                    if merged != parts:
+                        self._write_row(id, encode_parts(merged), merged)
+                        folded.append(id)
+                con.execute(_PRUNE_OWN, (owner,))
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        return folded
+
+    def remove_feed(self) -> list[str]:
+        """Take out everything msgstore added to the file: fold every journal row into
+        its message, then drop the log, the journal, the lease tables and their
+        triggers, so the file holds crush's schema alone again. The messages folded.
+
+        Refused (``StorageError``) while a live service holds a lease on the file.
+        """
+        from ._lease import OwnerCheck, has_lease_tables, remove_lease_tables
+
+        con = self.connection
+        check = OwnerCheck(cast(Any, self))
+        try:
+            if check.live:
+                raise StorageError(
+                    f"{self.path!r} is in use by {len(check.live)} live message service(s); "
+                    "stop them first"
+                )
+            folded = self.fold_journals(lambda owner: False) if self.feed_installed else []
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    _feed_schema.remove(con)
+                    if has_lease_tables(con):
+                        remove_lease_tables(con)
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+            except apsw.Error as e:
+                raise self._feed_error(e, "remove msgstore's tables") from e
+            check.remove_dead_lock_files()
+        finally:
+            check.close()
+        self.feed_installed = False
+        return folded
+
+    # -- provided by Database ----------------------------------------------------------
+
+    def _write_row(self, id: str, parts_json: str, parts: list[Part]) -> None:
+        raise NotImplementedError
+
+    def _feed_error(self, e: apsw.Error, doing: str) -> StorageError:
+        raise NotImplementedError
+
+
+def _merged(id: str, parts_json: str, parts: list[Part], rows: list[tuple[int, str]]) -> list[Part]:
+    if not rows:
+        return parts
+    base = _journal.base_of(parts_json)
+    live = [delta for row_base, delta in rows if row_base == base]
+    if not live:
+        return parts
+    merged = list(parts)
+    for delta in live:
+        _journal.apply(merged, delta, message_id=id)
+    return merged
