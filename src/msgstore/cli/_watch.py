@@ -86,6 +86,8 @@ async def watch(
             open_message_service(db, poll_interval=poll_interval) as svc,
             svc.subscribe(after) as events,
         ):
+            where = "" if after is None else f" after change {after}"
+            print(f"msgstore: watching {path}{where} (Ctrl-C stops)", file=sys.stderr, flush=True)
             task_status.started()
             while True:
                 try:
