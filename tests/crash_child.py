@@ -24,17 +24,23 @@ import time
 import trio
 
 # Run as a script, this file's directory (tests/) is first on sys.path.
-from scenario import Step, Track, plan
+from scenario import LONG_WORDS, Step, Track, plan
 
 import msgstore
 
 MESSAGES = 4
 LENGTH = 150
+# Message 0 of every round is a long reply (about 24 KB of text, few tool calls): its
+# windows go to the delta journal and it is folded while it streams.
+LONG_LENGTH = 600
 _PAUSES = (0, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
 def steps_for(seed: int, k: int) -> list[Step]:
-    return plan(random.Random(f"{seed}-{k}"), LENGTH)
+    rng = random.Random(f"{seed}-{k}")
+    if k == 0:
+        return plan(rng, LONG_LENGTH, words=LONG_WORDS, call_rate=0.01)
+    return plan(rng, LENGTH)
 
 
 def say(**fields: object) -> None:

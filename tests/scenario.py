@@ -51,15 +51,26 @@ class Step:
         return self.kind in {"think_end", "call", "call_end", "finish"}
 
 
-def plan(rng: random.Random, length: int) -> list[Step]:
+# A long reply's deltas: 40 characters each, so that a few hundred steps take a message
+# past the journal's fold floor (16 KiB) and it is folded while it streams.
+LONG_WORDS = tuple(f"{w.strip()} " * 8 for w in _WORDS)
+
+
+def plan(
+    rng: random.Random,
+    length: int,
+    *,
+    words: Sequence[str] = _WORDS,
+    call_rate: float = 0.12,
+) -> list[Step]:
     """About ``length`` steps of a plausible assistant turn, ending in a finish part."""
     steps: list[Step] = []
     if rng.random() < 0.5:
-        steps += [Step("think", rng.choice(_WORDS)) for _ in range(rng.randrange(1, 6))]
+        steps += [Step("think", rng.choice(words)) for _ in range(rng.randrange(1, 6))]
         steps.append(Step("think_end"))
     calls = 0
     while len(steps) < length - 1:
-        if rng.random() < 0.12:
+        if rng.random() < call_rate:
             calls += 1
             steps.append(Step("call", f"call-{calls}"))
             steps += [
@@ -67,7 +78,7 @@ def plan(rng: random.Random, length: int) -> list[Step]:
             ]
             steps.append(Step("call_end", f"call-{calls}"))
         else:
-            steps.append(Step("text", rng.choice(_WORDS)))
+            steps.append(Step("text", rng.choice(words)))
     steps.append(Step("finish", rng.choice(["end_turn", "tool_use", "max_tokens"])))
     return steps
 

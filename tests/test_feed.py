@@ -327,3 +327,60 @@ async def test_without_polling_other_writers_are_picked_up_at_the_next_own_commi
     ]
     assert got[1].payload.title == "from elsewhere"
     assert got[1].payload.message_count == 1
+
+
+async def test_a_resume_from_a_seq_newer_than_the_file_raises_reload_required(
+    autojump_clock: trio.testing.MockClock, db: Database, session_id: str
+) -> None:
+    async with open_message_service(db) as svc:
+        await svc.create(session_id, Role.USER)
+        async with svc.subscribe(after=svc.last_seq + 1000) as events:
+            with pytest.raises(ReloadRequired, match="newer than any"):
+                events.receive_nowait()
+
+
+# -- conflation under load ---------------------------------------------------------------
+
+
+async def test_a_slow_reader_of_thousands_of_streams_ends_with_every_final_state(
+    autojump_clock: trio.testing.MockClock, db: Database, session_id: str
+) -> None:
+    streams, tokens = 2_000, 20
+    last_seen: dict[str, str] = {}
+    peak = 0
+
+    async def slow_reader(events: Subscription) -> None:
+        nonlocal peak
+        async for event in events:
+            peak = max(peak, events.pending)
+            if event.kind == "message":
+                last_seen[event.id or ""] = event.payload.content().text
+            await trio.sleep(0.005)  # far slower than the streams write
+
+    async def stream(msg: msgstore.Message) -> None:
+        for k in range(tokens):
+            msg.append_content(f"{k} ")
+            await svc.update(msg)
+            await trio.sleep(0.02)
+        msg.add_finish(FinishReason.END_TURN)
+        await svc.update(msg)
+
+    async with open_message_service(db) as svc, svc.subscribe() as events:
+        messages = [await svc.create(session_id, Role.ASSISTANT) for _ in range(streams)]
+        async with trio.open_nursery() as readers:
+            readers.start_soon(slow_reader, events)
+            async with trio.open_nursery() as producers:
+                for msg in messages:
+                    producers.start_soon(stream, msg)
+            # Every final state is queued now (a finish is written before update returns).
+            with trio.fail_after(600):
+                while events.pending:  # noqa: ASYNC110 (a test watching a queue drain)
+                    await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # the reader records the last one
+            readers.cancel_scope.cancel()
+        stats = svc.statistics()
+    final = {m.id: m.content().text for m in db.stored_messages(session_id)}
+    assert last_seen == final  # every message's last event is its final row
+    assert stats.drops == 0
+    assert stats.conflated > 0  # the reader skipped intermediate states...
+    assert peak <= streams + 1  # ...and never held more than one per message (+ session)

@@ -253,3 +253,67 @@ def test_a_message_read_through_the_plain_database_api_sees_the_journal(
     db.append_journal(msg.id, base, delta)
     assert db.stored_message(msg.id).content().text == "abcdef"
     assert isinstance(db.stored_message(msg.id), Message)
+
+
+# -- found in review: numbering, dead rows, bad rows, late installs ---------------------
+
+
+def test_a_row_folded_to_the_same_text_again_does_not_revive_its_dead_journal(
+    db: Database, session_id: str
+) -> None:
+    db.install_feed()
+    a = db.insert_message(session_id=session_id, role="assistant")
+    b = db.insert_message(session_id=session_id, role="assistant")
+    base_b = db.update_message(b.id, [TextContent("b")])
+    db.append_journal(b.id, base_b, '[[0,"a","!"]]')  # b's unfolded row blocks pruning
+    text = [TextContent("same")]
+    base = db.update_message(a.id, text)
+    db.append_journal(a.id, base, '[[0,"a"," and more"]]')
+    db.update_message(a.id, [TextContent("reset")])  # a regenerate: not an append
+    assert db.update_message(a.id, text) == base  # the same text, the same base
+    assert db.stored_message(a.id).content().text == "same"  # the old row is dead
+    assert db.stored_message(b.id).content().text == "b!"
+
+
+async def test_folding_a_dead_services_journal_never_gives_a_number_out_twice(
+    autojump_clock: trio.testing.MockClock, db: Database, session_id: str
+) -> None:
+    db.install_feed()
+    msg = db.insert_message(session_id=session_id, role="assistant")
+    base = db.update_message(msg.id, [TextContent("x")])
+    db.owner = "a-dead-service"
+    db.append_journal(msg.id, base, '[[0,"a","y"]]')
+    db.connection.execute("DELETE FROM messages WHERE id = ?", (msg.id,))
+    top = db.append_journal(msg.id, base, '[[0,"a","z"]]')  # the newest number
+    assert db.last_seq() == top
+    async with open_message_service(db) as svc:  # folds (drops) the dead rows
+        assert db.connection.execute("SELECT count(*) FROM msgstore_journal").get == 0
+        assert svc.last_seq > top
+        other = await svc.create(session_id, Role.USER)
+    assert db.last_seq() > top + 1
+    assert other.id
+
+
+async def test_a_journal_row_that_cannot_be_applied_does_not_stop_a_service_starting(
+    autojump_clock: trio.testing.MockClock, db: Database, session_id: str
+) -> None:
+    db.install_feed()
+    msg = db.insert_message(session_id=session_id, role="assistant")
+    base = db.update_message(msg.id, [TextContent("kept")])
+    db.owner = "a-dead-service"
+    db.append_journal(msg.id, base, '[[7,"a","nowhere"]]')  # no part 7
+    async with open_message_service(db) as svc:
+        assert (await svc.get(msg.id)).content().text == "kept"
+    assert db.connection.execute("SELECT count(*) FROM msgstore_journal").get == 0
+
+
+def test_a_reader_opened_before_the_journal_existed_sees_it_once_it_does(
+    db: Database, db_path: Path, session_id: str
+) -> None:
+    msg = db.insert_message(session_id=session_id, role="assistant")
+    with msgstore.connect(db_path, read_only=True) as reader:
+        assert not reader.feed_installed
+        db.install_feed()
+        base = db.update_message(msg.id, [TextContent("a")])
+        db.append_journal(msg.id, base, '[[0,"a","b"]]')
+        assert reader.stored_message(msg.id).content().text == "ab"

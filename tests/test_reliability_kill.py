@@ -136,6 +136,8 @@ class Tally:
     lost: int = 0
     late: int = 0  # non-terminal states missing though older than the bound
     worst_age: float = 0.0  # oldest non-terminal state that a kill took
+    journal_left: int = 0  # journal rows a killed child left (the next round folds them)
+    rounds_with_journal: int = 0
 
 
 def check(
@@ -146,6 +148,12 @@ def check(
     with open_plain(db_path) as con:
         assert integrity(con) == "ok"
         stored = stored_parts(con)
+        has_journal = con.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'msgstore_journal'"
+        ).get
+        left = con.execute("SELECT count(*) FROM msgstore_journal").get if has_journal else 0
+    tally.journal_left += left
+    tally.rounds_with_journal += bool(left)
     for id, entry in known.items():
         text = stored.get(id)
         assert text is not None, f"row of created message {id} missing"
@@ -216,5 +224,6 @@ def test_killed_process_loses_no_acknowledged_state(tmp_path: Path) -> None:
     print(
         f"REPORT kill rounds={tally.rounds} killed={tally.killed} messages={len(known)} "
         f"acks={tally.acked} lost={tally.lost} late={tally.late} "
+        f"journal_rows_left={tally.journal_left} in {tally.rounds_with_journal} rounds "
         f"worst_non_terminal_age_ms={tally.worst_age * 1000:.1f}"
     )

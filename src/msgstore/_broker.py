@@ -132,14 +132,15 @@ class Subscription:
         self._lot.unpark_all()
 
     def must_reload(self, reason: str, seq: int | None) -> None:
-        """The reader missed changes it cannot be told: its next receive raises."""
+        """The reader missed changes it cannot be told: its next receive raises, and
+        what was queued goes (it is older than the state the reader reloads)."""
+        self._broker.drop_count += len(self._pending)
+        self._pending.clear()
         self._reload = ReloadRequired(reason, seq=seq)
         self._lot.unpark_all()
 
     def _overflow(self, seq: int | None) -> None:
         lost = len(self._pending)
-        self._pending.clear()
-        self._broker.drop_count += lost
         self._broker.reloads += 1
         logger.error(
             "subscriber left more than %d items unread: %d events discarded, it must reload",

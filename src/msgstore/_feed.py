@@ -97,7 +97,11 @@ class ChangeFeed:
     ) -> None:
         broker = self._broker
         if self._stale:
+            # After a failed read: the subscribers were told to reload, and this commit
+            # is the first change they get after it.
             self._resync()
+            broker.send(Event(type, payload, self.cursor if seq is None else seq, kind, id))
+            return
         if seq is None:
             seq = self._db.last_seq()
             if seq != self.cursor + 1:
@@ -126,7 +130,7 @@ class ChangeFeed:
         logger.error("change feed could not read the log; subscribers must reload: %s", error)
         self._stale = True
         for sub in list(self._broker.subscriptions()):
-            sub.must_reload(f"the change log could not be read ({error})", None)
+            sub.must_reload(f"the change log could not be read ({error})", self.cursor)
 
     def _catch_up(self, own: tuple[str, str, EventType, Any] | None = None) -> None:
         changes = self._db.changes_after(self.cursor)
@@ -139,8 +143,10 @@ class ChangeFeed:
     def _resync(self) -> None:
         # Nobody listened while changes were made: start from what the file holds now.
         self._stale = False
-        self.cursor = self._db.last_seq()
+        # data_version first: a commit landing between the two reads is then seen by
+        # the next poll, not counted in the cursor and missed.
         self._data_version = _data_version(self._db)
+        self.cursor = self._db.last_seq()
 
     async def watch(self, poll_interval: float) -> None:
         """Poll for other connections' commits while anyone subscribes (a task)."""
@@ -178,7 +184,13 @@ class ChangeFeed:
             self._catch_up()  # the others first: the cursor is then the file's newest
         if after is not None:
             oldest = self._db.oldest_resumable_seq()
-            if after < oldest:
+            if after > self.cursor:
+                sub.must_reload(
+                    f"change {after} is newer than any in this file ({self.cursor}): a "
+                    "seq from another file, or from before the log was removed",
+                    self.cursor,
+                )
+            elif after < oldest:
                 sub.must_reload(
                     f"the change log no longer holds changes after {after} (it begins "
                     f"after {oldest}): reload, then go on reading",
@@ -197,18 +209,26 @@ class ChangeFeed:
     ) -> list[Event]:
         """One event per item changed, in the order of its newest change, with the
         item's current state (``own`` is the state this service just committed)."""
-        newest: dict[tuple[str, str], tuple[Change, bool]] = {}
+        newest: dict[tuple[str, str], tuple[Change, bool, int]] = {}
         for change in changes:
             key = (change.kind, change.id)
             earlier = newest.pop(key, None)
             created = change.op == "created" or (
                 earlier is not None and earlier[1] and change.op == "updated"
             )
-            newest[key] = (change, created)
+            newest[key] = (change, created, 1 if earlier is None else earlier[2] + 1)
         events = []
-        for (kind, id), (change, created) in newest.items():
+        for (kind, id), (change, created, count) in newest.items():
             type = EventType.CREATED if created else _TYPES[change.op]
-            if own is not None and own[0] == kind and own[1] == id:
+            if (
+                own is not None
+                and own[0] == kind
+                and own[1] == id
+                and count == 1
+                and _TYPES[change.op] is own[2]
+            ):
+                # This commit's own change, alone: its state is in hand. (Another
+                # connection's change of the same item since: read the row instead.)
                 events.append(Event(own[2], own[3], change.seq, kind, id))
                 continue
             if type is EventType.DELETED:

@@ -63,6 +63,9 @@ TABLES: Final = (
     op TEXT NOT NULL,
     parent TEXT
 )""",
+    # A message row's newest write, for readers of the journal (``_storage_feed``). Only
+    # row writes (creates, folds, deletes, sessions) touch it, never a window.
+    "CREATE INDEX IF NOT EXISTS msgstore_log_item ON msgstore_log (kind, item, seq)",
     """CREATE TABLE IF NOT EXISTS msgstore_journal (
     seq INTEGER PRIMARY KEY,
     message_id TEXT NOT NULL,
@@ -130,5 +133,6 @@ def remove(con: apsw.Connection) -> None:
     """Drop every msgstore object of the feed (the caller folded the journal first)."""
     for name in TRIGGERS:
         con.execute(f"DROP TRIGGER IF EXISTS {name}")
+    con.execute("DROP INDEX IF EXISTS msgstore_log_item")
     con.execute("DROP TABLE IF EXISTS msgstore_journal")
     con.execute("DROP TABLE IF EXISTS msgstore_log")

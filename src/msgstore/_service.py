@@ -553,11 +553,20 @@ async def _start(db: Database, *, repair: bool, busy_timeout: float) -> Lease | 
 
 def _fold_dead_journals(db: Database) -> Callable[[], list[str]]:
     def fold() -> list[str]:
-        check = OwnerCheck(db)
+        checks: list[OwnerCheck] = []
+
+        def live_owners() -> Callable[[str], bool]:
+            # Asked once fold_journals holds the write lock: a service starting
+            # meanwhile has its lock by then, so it counts as alive.
+            check = OwnerCheck(db)
+            checks.append(check)
+            return lambda owner: owner in check.live
+
         try:
-            folded = db.fold_journals(lambda owner: owner in check.live)
+            folded = db.fold_journals(live_owners)
         finally:
-            check.close()
+            for check in checks:
+                check.close()
         if folded:
             logger.warning(
                 "folded %d message(s) whose last windows a service that is gone left in "

@@ -377,10 +377,13 @@ class Database(FeedQueries, ReportQueries):
     # -- claims -----------------------------------------------------------------------------
 
     def start_claims(self, claim_sql: str, owner: str) -> None:
-        """From now on, claim each message for ``owner`` when it is first written."""
+        """From now on, claim each message for ``owner`` when it is first written, and
+        journal as ``owner``. Journal rows of an earlier owner on this connection are
+        that owner's (``fold_journals`` folds them as a stopped service's)."""
         self._claim_sql = claim_sql
         self.owner = owner
         self._claimed = set()
+        self._unfolded.clear()
 
     def stop_claims(self) -> None:
         self._claim_sql = None
@@ -416,6 +419,18 @@ class Database(FeedQueries, ReportQueries):
 
     def _feed_error(self, e: apsw.Error, doing: str) -> StorageError:
         return self._error(e, doing)
+
+    def _read_messages(self, sql: str, params: tuple[object, ...], doing: str) -> list[Message]:
+        """Rows of ``_MESSAGE_COLUMNS`` and their journal, read in one snapshot (a
+        fold committed by another connection in between would leave a mix)."""
+        con = self.connection
+        found: list[Message] = []
+        try:
+            with con:
+                found = self._messages(con.execute(sql, params).fetchall())
+        except apsw.Error as e:
+            raise self._error(e, doing) from e
+        return found
 
     def _messages(self, rows: list[apsw.SQLiteValues]) -> list[Message]:
         """Messages from rows of ``_MESSAGE_COLUMNS``, each with its live journal applied
@@ -572,7 +587,8 @@ class Database(FeedQueries, ReportQueries):
                 with con:  # one transaction: the row and its claim
                     self._claim(mid)
                     rows = con.execute(_CREATE_MESSAGE, params).fetchall()
-                self._claimed.add(mid)
+                if con.getautocommit():  # committed, not inside a caller's transaction
+                    self._claimed.add(mid)
             else:
                 rows = con.execute(_CREATE_MESSAGE, params).fetchall()
         except apsw.ConstraintError as e:
@@ -618,13 +634,16 @@ class Database(FeedQueries, ReportQueries):
                     self._write_row(id, parts_json, parts)
                     if first is not None:
                         self._folded(id)
+            except MessageNotFound:
+                self._unfolded.pop(id, None)  # gone: its journal rows never apply again
+                raise
             except BaseException as e:
                 if first is not None:
                     self._unfolded[id] = first  # not folded after all: its rows count
                 if isinstance(e, apsw.Error):
                     raise self._error(e, f"write message {id!r}") from e
                 raise
-            if claim:
+            if claim and self.connection.getautocommit():
                 self._claimed.add(id)
         return _journal.base_of(parts_json)
 
@@ -652,34 +671,33 @@ class Database(FeedQueries, ReportQueries):
     # Hence the names: what is *stored*, not what the service last accepted.
 
     def stored_message(self, id: str) -> Message:
-        rows = self._rows(_GET_MESSAGE, (id,), f"get message {id!r}")
-        if not rows:
+        found = self._read_messages(_GET_MESSAGE, (id,), f"get message {id!r}")
+        if not found:
             raise MessageNotFound(f"no message {id!r}")
-        return self._messages(rows)[0]
+        return found[0]
 
     def stored_messages(self, session_id: str) -> list[Message]:
         """A session's messages, oldest first."""
-        rows = self._rows(_LIST_MESSAGES, (session_id,), f"list messages of {session_id!r}")
-        return self._messages(rows)
+        return self._read_messages(
+            _LIST_MESSAGES, (session_id,), f"list messages of {session_id!r}"
+        )
 
     def stored_user_messages(self, session_id: str) -> list[Message]:
         """A session's user messages, newest first."""
-        rows = self._rows(
+        return self._read_messages(
             _LIST_USER_MESSAGES, (session_id,), f"list user messages of {session_id!r}"
         )
-        return self._messages(rows)
 
     def stored_all_user_messages(self) -> list[Message]:
         """Every session's user messages, newest first."""
-        rows = self._rows(_LIST_ALL_USER_MESSAGES, (), "list all user messages")
-        return self._messages(rows)
+        return self._read_messages(_LIST_ALL_USER_MESSAGES, (), "list all user messages")
 
     def stored_last_assistant_message(self, session_id: str) -> Message | None:
         """The session's newest assistant message that is not a summary, if any."""
-        rows = self._rows(
+        found = self._read_messages(
             _LAST_ASSISTANT_MESSAGE, (session_id,), f"last assistant message of {session_id!r}"
         )
-        return self._messages(rows)[0] if rows else None
+        return found[0] if found else None
 
     def stored_message_header(self, id: str) -> Message:
         """The row's other columns, with no parts (nothing is decoded: a row whose parts

@@ -9,6 +9,7 @@ never row by row across pages that other streams share.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -18,7 +19,9 @@ import attrs
 
 from . import _feed_schema, _journal
 from ._content import Part
-from ._errors import StorageError
+from ._errors import MsgstoreError, StorageError
+
+logger = logging.getLogger("msgstore")
 
 _LAST_SEQ = (
     "SELECT max(coalesce((SELECT max(seq) FROM msgstore_log), 0), "
@@ -34,13 +37,22 @@ _APPEND_JOURNAL = (
     f"VALUES ({_feed_schema.NEXT_SEQ}, ?, ?, ?, ?)"
 )
 _ANY_JOURNAL = "SELECT 1 FROM msgstore_journal LIMIT 1"
-_JOURNAL_OF = "SELECT base, delta FROM msgstore_journal WHERE message_id = ? ORDER BY seq"
-_WHOLE_JOURNAL = "SELECT message_id, base, delta FROM msgstore_journal ORDER BY seq"
+_WHOLE_JOURNAL = "SELECT message_id, seq, base, delta FROM msgstore_journal ORDER BY seq"
+# The message row's newest write the log still holds (``msgstore_log_item`` finds it).
+_LAST_ROW_WRITE = (
+    "SELECT max(seq) FROM msgstore_log WHERE kind = 'message' AND item = ? AND op != 'deleted'"
+)
 _PRUNE_OWN_BELOW = "DELETE FROM msgstore_journal WHERE owner = ? AND seq < ?"
 _PRUNE_OWN = "DELETE FROM msgstore_journal WHERE owner = ?"
 _JOURNAL_OWNERS = "SELECT DISTINCT owner FROM msgstore_journal"
 _JOURNALLED_BY = "SELECT DISTINCT message_id FROM msgstore_journal WHERE owner = ?"
 _PARTS_OF = "SELECT parts FROM messages WHERE id = ?"
+_SCHEMA_VERSION = "PRAGMA schema_version"
+_LOG_ROW = (
+    "INSERT INTO msgstore_log (seq, kind, item, op, parent) "
+    "VALUES (?, 'message', ?, 'updated', NULL)"
+)
+JournalRow = tuple[int, int, str]  # seq, base, delta
 
 
 @attrs.frozen
@@ -65,7 +77,23 @@ class FeedQueries:
         #: Names this connection's journal rows (for pruning, and for a lease).
         self.owner = uuid.uuid4().hex[:16]
         self.feed_installed = _feed_schema.is_installed(self.connection)
+        self._schema_version = self._read_schema_version()
         self._unfolded: dict[str, int] = {}
+
+    def _read_schema_version(self) -> int:
+        try:
+            return int(self.connection.execute(_SCHEMA_VERSION).get)
+        except apsw.Error:
+            return -1
+
+    def _check_installed(self) -> bool:
+        """Whether the file has the log and journal now: another connection may have
+        added (or removed) them since this one opened."""
+        version = self._read_schema_version()
+        if version != self._schema_version:
+            self._schema_version = version
+            self.feed_installed = _feed_schema.is_installed(self.connection)
+        return self.feed_installed
 
     # -- installing --------------------------------------------------------------------
 
@@ -90,7 +118,7 @@ class FeedQueries:
 
     def last_seq(self) -> int:
         """The newest change's number (0 before any, or without a log)."""
-        if not self.feed_installed:
+        if not self._check_installed():
             return 0
         return cast(int, self._feed_read(lambda: self.connection.execute(_LAST_SEQ).get))
 
@@ -149,64 +177,95 @@ class FeedQueries:
     # -- the journal: reading ----------------------------------------------------------
 
     def _journal_is_empty(self) -> bool:
-        return not self.feed_installed or not self.connection.execute(_ANY_JOURNAL).fetchall()
+        return not self._check_installed() or not self.connection.execute(_ANY_JOURNAL).fetchall()
 
-    def _apply_journal(self, id: str, parts_json: str, parts: list[Part]) -> list[Part]:
-        """``parts`` (decoded from ``parts_json``) with ``id``'s live journal applied."""
-        if self._journal_is_empty():
-            return parts
-        rows = self.connection.execute(_JOURNAL_OF, (id,)).fetchall()
-        return _merged(id, parts_json, parts, cast(list[tuple[int, str]], rows))
-
-    def _journal_by_message(self, ids: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
-        """The journal rows of these messages (one scan of the table), oldest first."""
+    def _journal_by_message(self, ids: Iterable[str]) -> dict[str, list[JournalRow]]:
+        """The live candidates among these messages' journal rows (one scan of the
+        table), oldest first: those newer than the message row's last write. Run it in
+        the read transaction of the rows' SELECT (one snapshot)."""
         if self._journal_is_empty():
             return {}
         wanted = set(ids)
-        found: dict[str, list[tuple[int, str]]] = {}
-        for message_id, base, delta in self.connection.execute(_WHOLE_JOURNAL):
+        found: dict[str, list[JournalRow]] = {}
+        for message_id, seq, base, delta in self.connection.execute(_WHOLE_JOURNAL):
             if message_id in wanted:
-                found.setdefault(message_id, []).append((base, delta))
+                found.setdefault(message_id, []).append((seq, base, delta))
+        con = self.connection
+        for message_id, rows in found.items():
+            # A row older than the message row's newest write is dead, even when its
+            # base happens to match (the same text folded twice).
+            last = con.execute(_LAST_ROW_WRITE, (message_id,)).get
+            if last is not None:
+                found[message_id] = [r for r in rows if r[0] > cast(int, last)]
         return found
 
     # -- recovery ----------------------------------------------------------------------
 
-    def fold_journals(self, owner_is_live: Callable[[str], bool]) -> list[str]:
+    def fold_journals(
+        self, live_owners: Callable[[], Callable[[str], bool]], *, own: bool = False
+    ) -> list[str]:
         """Fold the journal rows that owners no longer alive left; the messages folded.
 
         A killed service leaves its last windows only in the journal: each is written
         into its message's row (one transaction for all) and the rows are deleted, so no
         committed window is lost and crush sees it too. Rows of live owners (another
-        process still streaming) are left alone.
+        process still streaming) are left alone: ``live_owners`` is asked once the write
+        lock is held, so an owner that starts meanwhile is seen. This connection's own
+        rows are folded only with ``own``. A message whose row or journal cannot be
+        read is logged and its rows dropped, so one bad row cannot stop every later
+        start. ``DatabaseBusy`` when another connection holds the lock.
         """
         if self._journal_is_empty():
             return []
-        from ._codec import decode_parts, encode_parts
-
         con = self.connection
         folded: list[str] = []
-        con.execute("BEGIN IMMEDIATE")
         try:
-            owners = [cast(str, r[0]) for r in con.execute(_JOURNAL_OWNERS).fetchall()]
-            dead = [o for o in owners if o != self.owner and not owner_is_live(o)]
-            for owner in dead:
-                ids = [cast(str, r[0]) for r in con.execute(_JOURNALLED_BY, (owner,)).fetchall()]
-                for id in ids:
-                    row = con.execute(_PARTS_OF, (id,)).fetchall()
-                    if not row:
-                        continue
-                    text = cast(str, row[0][0])
-                    parts = decode_parts(text, message_id=id)
-                    merged = self._apply_journal(id, text, list(parts))
-                    if merged != parts:
-                        self._write_row(id, encode_parts(merged), merged)
-                        folded.append(id)
-                con.execute(_PRUNE_OWN, (owner,))
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                before = cast(int, con.execute(_LAST_SEQ).get)
+                is_live = live_owners()
+                owners = [cast(str, r[0]) for r in con.execute(_JOURNAL_OWNERS).fetchall()]
+                dead = [o for o in owners if (own or o != self.owner) and not is_live(o)]
+                dropped = ""
+                for owner in dead:
+                    ids = [cast(str, r[0]) for r in con.execute(_JOURNALLED_BY, (owner,))]
+                    for id in ids:
+                        dropped = id
+                        if self._fold_one(id):
+                            folded.append(id)
+                    con.execute(_PRUNE_OWN, (owner,))
+                    if owner == self.owner:
+                        self._unfolded.clear()
+                if cast(int, con.execute(_LAST_SEQ).get) < before:
+                    # The newest number was a dropped journal row: a log row keeps its
+                    # place, so no number is ever given out twice.
+                    con.execute(_LOG_ROW, (before + 1, dropped))
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        except apsw.Error as e:
+            raise self._feed_error(e, "fold the journal a stopped service left") from e
         return folded
+
+    def _fold_one(self, id: str) -> bool:
+        """Write ``id``'s row with its live journal rows applied (inside a transaction)."""
+        from ._codec import decode_parts, encode_parts
+
+        row = self.connection.execute(_PARTS_OF, (id,)).fetchall()
+        if not row:
+            return False
+        try:
+            text = cast(str, row[0][0])
+            parts = decode_parts(text, message_id=id)
+            merged = _merged(id, text, parts, self._journal_by_message([id]).get(id, []))
+        except MsgstoreError as e:
+            logger.error("the journal of message %s cannot be applied; dropping it: %s", id, e)
+            return False
+        if merged is parts:
+            return False
+        self._write_row(id, encode_parts(merged), merged)
+        return True
 
     def remove_feed(self) -> list[str]:
         """Take out everything msgstore added to the file: fold every journal row into
@@ -225,7 +284,11 @@ class FeedQueries:
                     f"{self.path!r} is in use by {len(check.live)} live message service(s); "
                     "stop them first"
                 )
-            folded = self.fold_journals(lambda owner: False) if self.feed_installed else []
+            folded = (
+                self.fold_journals(lambda: lambda owner: False, own=True)
+                if self.feed_installed
+                else []
+            )
             try:
                 con.execute("BEGIN IMMEDIATE")
                 try:
@@ -253,11 +316,12 @@ class FeedQueries:
         raise NotImplementedError
 
 
-def _merged(id: str, parts_json: str, parts: list[Part], rows: list[tuple[int, str]]) -> list[Part]:
+def _merged(id: str, parts_json: str, parts: list[Part], rows: list[JournalRow]) -> list[Part]:
+    """``parts`` with the journal rows that build on ``parts_json`` applied, in order."""
     if not rows:
         return parts
     base = _journal.base_of(parts_json)
-    live = [delta for row_base, delta in rows if row_base == base]
+    live = [delta for _, row_base, delta in rows if row_base == base]
     if not live:
         return parts
     merged = list(parts)

@@ -131,9 +131,10 @@ class ReportQueries:
         """A session's message rows, oldest first, every column (see ``MessageColumns``);
         ``CorruptRecord`` (naming the id) for parts that are not JSON text of parts."""
         out: list[MessageColumns] = []
-        rows = self.connection.execute(_MESSAGE_ROWS, (session_id,)).fetchall()
-        # While a service streams a message, its newest windows are in the journal.
-        journals = self._journal_by_message(cast(str, r[0]) for r in rows) if rows else {}
+        with self.connection:  # one snapshot for the rows and their journal
+            rows = self.connection.execute(_MESSAGE_ROWS, (session_id,)).fetchall()
+            # While a service streams a message, its newest windows are in the journal.
+            journals = self._journal_by_message(cast(str, r[0]) for r in rows) if rows else {}
         for row in rows:
             mid, sid, role, parts, model, provider, summary, created, updated, finished = row
             mid = cast(str, mid)
@@ -160,7 +161,7 @@ class ReportQueries:
             )
         return out
 
-    def _journal_by_message(self, ids: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
+    def _journal_by_message(self, ids: Iterable[str]) -> dict[str, list[tuple[int, int, str]]]:
         raise NotImplementedError  # FeedQueries', in Database
 
     def file_rows(self, session_id: str) -> list[FileColumns]:
