@@ -240,11 +240,16 @@ async def _run(
     accounting: list[str] = []
     if updates != expected:
         accounting.append(f"updates {updates} != expected {expected}")
-    if sql_updates > updates:
-        accounting.append(f"sql_updates {sql_updates} > updates {updates}")
+    if sql_updates > updates + ((out.get("folds") or 0) if row in ("a", "b") else 0):
+        accounting.append(f"sql_updates {sql_updates} > updates {updates} (+ folds)")
     writes_every_update = row in ("b", "c") or (row == "a" and cfg.debounce <= 0)
-    if writes_every_update and sql_updates != updates:
-        accounting.append(f"writes every update but sql_updates {sql_updates} != {updates}")
+    # msgstore also folds a message's journal into its row when its actor retires:
+    # writes of no new state, counted among the folds.
+    extra = (out.get("folds") or 0) if row in ("a", "b") else 0
+    if writes_every_update and not updates <= sql_updates <= updates + extra:
+        accounting.append(
+            f"writes every update but sql_updates {sql_updates} != {updates} (+ folds)"
+        )
     if row == "e" and sql_updates != 0:
         accounting.append(f"floor wrote {sql_updates} times")
     if sql_creates != cfg.streams:

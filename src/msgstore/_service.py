@@ -378,7 +378,9 @@ class MessageService:
         """Start an actor for a message that has none: the row is read once, which
         proves the id exists and gives the baseline for terminal changes."""
         _check_id(message.id)
-        row = self.db.stored_message(message.id)
+        # Only this service's own journal can hold windows of a message it writes (a
+        # retiring actor folds, a stopped one leaves its rows): no scan of the table.
+        row = self.db.stored_message(message.id, own_journal_only=True)
         if message.session_id != row.session_id or message.role != row.role:
             raise _not_this_message(message, row)
         # Keep the caller's other fields: its strings are shared, not a second copy.

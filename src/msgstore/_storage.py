@@ -670,7 +670,21 @@ class Database(FeedQueries, ReportQueries):
     # one window): read through the service (``svc.get``, ``svc.list``...) to see it.
     # Hence the names: what is *stored*, not what the service last accepted.
 
-    def stored_message(self, id: str) -> Message:
+    def stored_message(self, id: str, *, own_journal_only: bool = False) -> Message:
+        """The message as written. ``own_journal_only``: apply only this connection's
+        own journal rows (what a service needs when it starts an actor: a lookup by
+        message, where the merge of every writer's journal scans the table's tail)."""
+        if own_journal_only:
+            rows = self._rows(_GET_MESSAGE, (id,), f"get message {id!r}")
+            if not rows:
+                raise MessageNotFound(f"no message {id!r}")
+            message = _message(rows[0])
+            own = self._own_journal_of(id)
+            if own:
+                parts = _merged(id, cast(str, rows[0][3]), message.parts, own)
+                if parts is not message.parts:
+                    message = message.with_parts(parts)
+            return message
         found = self._read_messages(_GET_MESSAGE, (id,), f"get message {id!r}")
         if not found:
             raise MessageNotFound(f"no message {id!r}")

@@ -37,7 +37,14 @@ _APPEND_JOURNAL = (
     f"VALUES ({_feed_schema.NEXT_SEQ}, ?, ?, ?, ?)"
 )
 _ANY_JOURNAL = "SELECT 1 FROM msgstore_journal LIMIT 1"
-_WHOLE_JOURNAL = "SELECT message_id, seq, base, delta FROM msgstore_journal ORDER BY seq"
+# From a seq up (the rowid range): the journal of every stream since, never the table.
+_JOURNAL_SINCE = (
+    "SELECT message_id, seq, base, delta FROM msgstore_journal WHERE seq > ? ORDER BY seq"
+)
+_OWN_JOURNAL_OF = (
+    "SELECT seq, base, delta FROM msgstore_journal "
+    "WHERE seq >= ? AND message_id = ? AND owner = ? ORDER BY seq"
+)
 # The message row's newest write the log still holds (``msgstore_log_item`` finds it).
 _LAST_ROW_WRITE = (
     "SELECT max(seq) FROM msgstore_log WHERE kind = 'message' AND item = ? AND op != 'deleted'"
@@ -185,19 +192,31 @@ class FeedQueries:
         the read transaction of the rows' SELECT (one snapshot)."""
         if self._journal_is_empty():
             return {}
-        wanted = set(ids)
-        found: dict[str, list[JournalRow]] = {}
-        for message_id, seq, base, delta in self.connection.execute(_WHOLE_JOURNAL):
-            if message_id in wanted:
-                found.setdefault(message_id, []).append((seq, base, delta))
         con = self.connection
-        for message_id, rows in found.items():
-            # A row older than the message row's newest write is dead, even when its
-            # base happens to match (the same text folded twice).
-            last = con.execute(_LAST_ROW_WRITE, (message_id,)).get
-            if last is not None:
-                found[message_id] = [r for r in rows if r[0] > cast(int, last)]
+        # A row older than its message row's newest write is dead, even when its base
+        # happens to match (the same text folded twice); so the scan starts after the
+        # oldest of those writes (the whole table only if the log no longer has one).
+        last_write: dict[str, int] = {}
+        for id in set(ids):
+            last = con.execute(_LAST_ROW_WRITE, (id,)).get
+            last_write[id] = 0 if last is None else cast(int, last)
+        if not last_write:
+            return {}
+        found: dict[str, list[JournalRow]] = {}
+        since = min(last_write.values())
+        for message_id, seq, base, delta in con.execute(_JOURNAL_SINCE, (since,)):
+            after = last_write.get(message_id)
+            if after is not None and seq > after:
+                found.setdefault(message_id, []).append((seq, base, delta))
         return found
+
+    def _own_journal_of(self, id: str) -> list[JournalRow]:
+        """This connection's live journal rows of ``id`` (a range from the first)."""
+        first = self._unfolded.get(id)
+        if first is None or not self.feed_installed:
+            return []
+        rows = self.connection.execute(_OWN_JOURNAL_OF, (first, id, self.owner)).fetchall()
+        return cast(list[JournalRow], rows)
 
     # -- recovery ----------------------------------------------------------------------
 
