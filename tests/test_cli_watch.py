@@ -13,25 +13,11 @@ from pathlib import Path
 
 import attrs
 import trio
+from child_lines import Lines
 from cli_run import run_msgstore
 
 import msgstore
 from msgstore import Role, TextContent, open_message_service
-
-
-class Lines:
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._buffer = b""
-
-    async def next(self) -> str:
-        while b"\n" not in self._buffer:
-            chunk = await self._stream.receive_some()
-            if not chunk:
-                raise EOFError("watch closed its stdout")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
 
 
 async def watch_until(

@@ -11,6 +11,7 @@ import apsw
 import pytest
 import trio
 import trio.testing
+from child_lines import Lines
 
 import msgstore
 from msgstore import (
@@ -247,23 +248,6 @@ _OTHER_WRITER = textwrap.dedent(
     print("deleted", flush=True)
     """
 )
-
-
-class Lines:
-    """Lines from a Trio receive stream (a child's stdout)."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._buffer = b""
-
-    async def next(self) -> str:
-        while b"\n" not in self._buffer:
-            chunk = await self._stream.receive_some()
-            if not chunk:
-                raise EOFError("the child closed its stdout")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
 
 
 async def test_another_process_writes_reach_subscribers_as_events(
