@@ -70,7 +70,8 @@ _LIST_SESSIONS = f"""SELECT {_SESSION_COLUMNS}
 FROM sessions
 WHERE parent_session_id is NULL
 ORDER BY created_at DESC, rowid DESC"""
-# crush's UpdateSession; updated_at is set by crush's trigger.
+# crush's UpdateSession. crush's trigger sets updated_at after the statement, too late
+# for RETURNING, so the statement sets it as well (to the same value).
 _SAVE_SESSION = f"""UPDATE sessions
 SET
     title = ?,
@@ -78,7 +79,8 @@ SET
     completion_tokens = ?,
     summary_message_id = ?,
     cost = ?,
-    todos = ?
+    todos = ?,
+    updated_at = strftime('%s', 'now')
 WHERE id = ?
 RETURNING {_SESSION_COLUMNS}"""
 _DELETE_SESSION = "DELETE FROM sessions\nWHERE id = ?"
@@ -86,7 +88,8 @@ _ADD_SESSION_USAGE = f"""UPDATE sessions
 SET
     prompt_tokens = prompt_tokens + ?,
     completion_tokens = completion_tokens + ?,
-    cost = cost + ?
+    cost = cost + ?,
+    updated_at = strftime('%s', 'now')
 WHERE id = ?
 RETURNING {_SESSION_COLUMNS}"""
 
