@@ -111,14 +111,6 @@ def lock_dir(db: Database) -> str | None:
     return f"{filename}{LOCK_DIR_SUFFIX}" if filename else None
 
 
-def _storage_error(e: apsw.Error, doing: str, db: Database) -> StorageError:
-    # The same split as Database's: busy is retryable (the services wait it out on Trio
-    # time, see _busy.py), anything else is not.
-    if isinstance(e, apsw.BusyError | apsw.LockedError):
-        return DatabaseBusy(f"{doing}: {db.path!r} is locked by another connection")
-    return StorageError(f"{doing} on {db.path!r} failed: {e}")
-
-
 # -- the lease ----------------------------------------------------------------------------
 
 
@@ -171,7 +163,7 @@ class Lease:
             con.execute(_INSERT_OWNER, (owner, os.getpid(), socket.gethostname(), int(time.time())))
         except apsw.Error as e:
             lease._drop_lock()
-            raise _storage_error(e, "acquire a lease", db) from e
+            raise db.storage_error(e, "acquire a lease") from e
         except BaseException:
             lease._drop_lock()
             raise
@@ -187,7 +179,7 @@ class Lease:
         try:
             self.db.connection.execute(*self.claim_statement(message_id))
         except apsw.Error as e:
-            raise _storage_error(e, f"claim message {message_id!r}", self.db) from e
+            raise self.db.storage_error(e, f"claim message {message_id!r}") from e
 
     @property
     def released(self) -> bool:
@@ -208,7 +200,7 @@ class Lease:
                 con.execute(_DELETE_CLAIMS, (self.owner,))
                 con.execute(_DELETE_OWNER, (self.owner,))
         except apsw.Error as e:
-            error = _storage_error(e, "release a lease", self.db)
+            error = self.db.storage_error(e, "release a lease")
             if not isinstance(error, DatabaseBusy):
                 self.abandon()
             raise error from e

@@ -44,6 +44,7 @@ from typing import Final
 
 import apsw
 
+from . import _schema
 from ._errors import DatabaseBusy, DatabaseError, MessageNotFound, StorageError
 from ._lease import OwnerCheck
 from ._repair_plan import Planner
@@ -136,28 +137,22 @@ def _sessions(db: Database, check: OwnerCheck, only_dead_owners: bool) -> list[s
 
 @contextlib.contextmanager
 def _transaction(db: Database, begin: str) -> Iterator[None]:
-    con = db.connection
+    """``_schema.immediate``, with SQLite's errors at BEGIN and COMMIT typed (those
+    raised by the block itself pass as they are)."""
+    failed_in_block = False
     try:
-        con.execute(begin)
-    except (apsw.BusyError, apsw.LockedError) as e:
-        raise DatabaseBusy(f"repair: {db.path!r} is locked by another connection") from e
+        with _schema.immediate(db.connection, begin):
+            try:
+                yield
+            except BaseException:
+                failed_in_block = True
+                raise
     except apsw.Error as e:
-        raise StorageError(f"repair of {db.path!r} failed to begin: {e}") from e
-    try:
-        yield
-    except BaseException:
-        # The original error matters more than a failed rollback.
-        with contextlib.suppress(apsw.Error):
-            con.execute("ROLLBACK")
-        raise
-    try:
-        con.execute("COMMIT")
-    except apsw.Error as e:
-        with contextlib.suppress(apsw.Error):
-            con.execute("ROLLBACK")
+        if failed_in_block:
+            raise
         if isinstance(e, apsw.BusyError | apsw.LockedError):
             raise DatabaseBusy(f"repair: {db.path!r} is locked by another connection") from e
-        raise StorageError(f"repair of {db.path!r} failed to commit: {e}") from e
+        raise StorageError(f"repair of {db.path!r} failed: {e}") from e
 
 
 __all__ = ["DEFAULT_GRACE", "RepairReport", "repair"]

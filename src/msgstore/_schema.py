@@ -204,13 +204,13 @@ def migrate(con: apsw.Connection, path: str) -> list[int]:
     applied versions once it holds the write lock, so two processes opening the same
     new file at once cannot both apply a step (an ``ALTER TABLE`` twice would fail).
     """
-    with _immediate(con):
+    with immediate(con):
         con.execute(CREATE_VERSION_TABLE)
         if not con.execute("SELECT count(*) FROM goose_db_version").get:
             con.execute("INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1)")
     applied: list[int] = []
     for migration in MIGRATIONS:
-        with _immediate(con):
+        with immediate(con):
             if migration.version in applied_versions(con):
                 continue
             for statement in migration.statements:
@@ -246,10 +246,13 @@ def warn_if_newer(con: apsw.Connection, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _immediate(con: apsw.Connection) -> Iterator[None]:
+def immediate(con: apsw.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """A transaction for the block: committed when it ends, rolled back when it (or the
+    COMMIT) raises. The migrations here, the change log's own writes
+    (``_storage_feed``) and repair use it; repair's first look is a plain ``BEGIN``."""
     # Immediate, not apsw's default deferred `with con:`: a deferred transaction that
     # reads first and writes later cannot wait out a busy lock in WAL mode.
-    con.execute("BEGIN IMMEDIATE")
+    con.execute(begin)
     try:
         yield
     except BaseException:
@@ -258,4 +261,10 @@ def _immediate(con: apsw.Connection) -> Iterator[None]:
         with contextlib.suppress(apsw.Error):
             con.execute("ROLLBACK")
         raise
-    con.execute("COMMIT")
+    try:
+        con.execute("COMMIT")
+    except BaseException:
+        # A COMMIT that failed (a lock) leaves the transaction open: end it.
+        with contextlib.suppress(apsw.Error):
+            con.execute("ROLLBACK")
+        raise

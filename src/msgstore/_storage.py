@@ -392,19 +392,20 @@ class Database(FeedQueries, ReportQueries):
         self._claim_sql = None
         self._claimed = set()
 
-    def _claim(self, id: str) -> bool:
-        """Run the claim of ``id`` if it is due (inside the caller's transaction)."""
-        if self._claim_sql is None or id in self._claimed:
-            return False
-        self.connection.execute(self._claim_sql, (id, self.owner))
-        return True
-
     def _needs_claim(self, id: str) -> bool:
         return self._claim_sql is not None and id not in self._claimed
 
+    def _claim(self, id: str) -> None:
+        """Claim ``id`` (inside the caller's transaction; ``_needs_claim`` said so)."""
+        assert self._claim_sql is not None
+        self.connection.execute(self._claim_sql, (id, self.owner))
+
     # -- plumbing -------------------------------------------------------------------------
 
-    def _error(self, e: apsw.Error, doing: str) -> StorageError:
+    def storage_error(self, e: apsw.Error, doing: str) -> StorageError:
+        """The typed error for SQLite's ``e`` while ``doing``: ``DatabaseBusy`` for a
+        lock (retryable), else ``StorageError``; for the storage modules that run their
+        own SQL on this connection (the journal, leases, repair)."""
         if isinstance(e, apsw.BusyError | apsw.LockedError):
             if self._busy_handler_off:
                 return DatabaseBusy(
@@ -420,9 +421,6 @@ class Database(FeedQueries, ReportQueries):
             return StorageError(f"{doing}: the database {self.path!r} is closed")
         return StorageError(f"{doing} on {self.path!r} failed: {e}")
 
-    def _feed_error(self, e: apsw.Error, doing: str) -> StorageError:
-        return self._error(e, doing)
-
     def _read_messages(self, sql: str, params: tuple[object, ...], doing: str) -> list[Message]:
         """Rows of ``_MESSAGE_COLUMNS`` and their journal, read in one snapshot (a
         fold committed by another connection in between would leave a mix)."""
@@ -432,7 +430,7 @@ class Database(FeedQueries, ReportQueries):
             with con:
                 found = self._messages(con.execute(sql, params).fetchall())
         except apsw.Error as e:
-            raise self._error(e, doing) from e
+            raise self.storage_error(e, doing) from e
         return found
 
     def _messages(self, rows: list[apsw.SQLiteValues]) -> list[Message]:
@@ -454,7 +452,7 @@ class Database(FeedQueries, ReportQueries):
         try:
             return self.connection.execute(sql, params).fetchall()
         except apsw.Error as e:
-            raise self._error(e, doing) from e
+            raise self.storage_error(e, doing) from e
 
     def _change(self, sql: str, params: tuple[str, ...], doing: str) -> int:
         """Run one write and return how many rows it changed (triggers not counted)."""
@@ -462,7 +460,7 @@ class Database(FeedQueries, ReportQueries):
         try:
             con.execute(sql, params)
         except apsw.Error as e:
-            raise self._error(e, doing) from e
+            raise self.storage_error(e, doing) from e
         return con.changes()
 
     # -- sessions -------------------------------------------------------------------------
@@ -481,7 +479,7 @@ class Database(FeedQueries, ReportQueries):
                 _CREATE_SESSION, (sid, parent_session_id, title, 0, 0, 0, 0.0)
             ).fetchall()
         except apsw.Error as e:
-            raise self._error(e, f"create session {sid!r}") from e
+            raise self.storage_error(e, f"create session {sid!r}") from e
         return _session(rows[0])
 
     def get_session(self, id: str) -> Session:
@@ -598,9 +596,9 @@ class Database(FeedQueries, ReportQueries):
             # extendedresult is missing from apsw's type stubs.
             if e.extendedresult == apsw.SQLITE_CONSTRAINT_FOREIGNKEY:  # type: ignore[attr-defined]
                 raise SessionNotFound(f"no session {session_id!r}") from e
-            raise self._error(e, f"insert message {mid!r}") from e
+            raise self.storage_error(e, f"insert message {mid!r}") from e
         except apsw.Error as e:
-            raise self._error(e, f"insert message {mid!r}") from e
+            raise self.storage_error(e, f"insert message {mid!r}") from e
         return _message(rows[0])
 
     def write_parts(self, id: str, parts_json: str, finished_at: int | None) -> bool:
@@ -613,7 +611,7 @@ class Database(FeedQueries, ReportQueries):
         try:
             con.execute(_UPDATE_MESSAGE, (parts_json, finished_at, id))
         except apsw.Error as e:
-            raise self._error(e, f"write message {id!r}") from e
+            raise self.storage_error(e, f"write message {id!r}") from e
         return con.changes() != 0
 
     def update_message(self, id: str, parts: Sequence[Part]) -> int:
@@ -644,7 +642,7 @@ class Database(FeedQueries, ReportQueries):
                 if first is not None:
                     self._unfolded[id] = first  # not folded after all: its rows count
                 if isinstance(e, apsw.Error):
-                    raise self._error(e, f"write message {id!r}") from e
+                    raise self.storage_error(e, f"write message {id!r}") from e
                 raise
             if claim and self.connection.getautocommit():
                 self._claimed.add(id)

@@ -17,7 +17,7 @@ from typing import Any, cast
 import apsw
 import attrs
 
-from . import _feed_schema, _journal
+from . import _feed_schema, _journal, _schema
 from ._content import Part
 from ._errors import MsgstoreError, StorageError
 
@@ -108,17 +108,11 @@ class FeedQueries:
         """Add the change log, journal and their triggers to the file (idempotent)."""
         if self.feed_installed:
             return
-        con = self.connection
         try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                _feed_schema.install(con)
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+            with _schema.immediate(self.connection):
+                _feed_schema.install(self.connection)
         except apsw.Error as e:
-            raise self._feed_error(e, "install the change log") from e
+            raise self.storage_error(e, "install the change log") from e
         self.feed_installed = True
 
     # -- the log -----------------------------------------------------------------------
@@ -151,7 +145,7 @@ class FeedQueries:
         try:
             return read()
         except apsw.Error as e:
-            raise self._feed_error(e, "read the change log") from e
+            raise self.storage_error(e, "read the change log") from e
 
     # -- the journal: writing ----------------------------------------------------------
 
@@ -161,7 +155,7 @@ class FeedQueries:
         try:
             con.execute(_APPEND_JOURNAL, (id, self.owner, base, delta))
         except apsw.Error as e:
-            raise self._feed_error(e, f"write message {id!r}") from e
+            raise self.storage_error(e, f"write message {id!r}") from e
         seq = con.last_insert_rowid()
         self._unfolded.setdefault(id, seq)
         return seq
@@ -239,8 +233,7 @@ class FeedQueries:
         con = self.connection
         folded: list[str] = []
         try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with _schema.immediate(con):
                 before = cast(int, con.execute(_LAST_SEQ).get)
                 is_live = live_owners()
                 owners = [cast(str, r[0]) for r in con.execute(_JOURNAL_OWNERS).fetchall()]
@@ -259,12 +252,8 @@ class FeedQueries:
                     # The newest number was a dropped journal row: a log row keeps its
                     # place, so no number is ever given out twice.
                     con.execute(_LOG_ROW, (before + 1, dropped))
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
         except apsw.Error as e:
-            raise self._feed_error(e, "fold the journal a stopped service left") from e
+            raise self.storage_error(e, "fold the journal a stopped service left") from e
         return folded
 
     def _fold_one(self, id: str) -> bool:
@@ -309,17 +298,12 @@ class FeedQueries:
                 else []
             )
             try:
-                con.execute("BEGIN IMMEDIATE")
-                try:
+                with _schema.immediate(con):
                     _feed_schema.remove(con)
                     if has_lease_tables(con):
                         remove_lease_tables(con)
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")
             except apsw.Error as e:
-                raise self._feed_error(e, "remove msgstore's tables") from e
+                raise self.storage_error(e, "remove msgstore's tables") from e
             check.remove_dead_lock_files()
         finally:
             check.close()
@@ -331,7 +315,7 @@ class FeedQueries:
     def _write_row(self, id: str, parts_json: str, parts: list[Part]) -> None:
         raise NotImplementedError
 
-    def _feed_error(self, e: apsw.Error, doing: str) -> StorageError:
+    def storage_error(self, e: apsw.Error, doing: str) -> StorageError:
         raise NotImplementedError
 
 
