@@ -218,7 +218,7 @@ async def _run(
             out["actors_alive_after"] = st_after.live_actors
             out["service_writes"] = st_after.writes
             out["drops"] = st_after.drops
-            out["must_deliver_drops"] = st_after.drops  # every event is must-deliver now
+            out["must_deliver_drops"] = st_after.must_deliver_drops
             out["conflated"] = st_after.conflated
             out["peak_pending"] = st_after.peak_pending
             out["subscriber_queue_peak_bytes"] = st_after.peak_pending * QUEUE_ENTRY_BYTES

@@ -362,6 +362,7 @@ class MessageService:
             folds=counters.folds,
             conflated=broker.conflated,
             drops=broker.drop_count,
+            must_deliver_drops=broker.drop_count,
             reloads=broker.reloads,
             peak_pending=broker.peak_pending,
             last_seq=self.feed.last_seq,

@@ -57,6 +57,10 @@ class ServiceStatistics:
     #: Events discarded when a subscriber left more than ``max_pending`` items unread
     #: (it then gets ``ReloadRequired``); 0 unless a reader is stuck.
     drops: int
+    #: The name issue #4 gave drops of terminal states, ``created`` and ``deleted``.
+    #: With one queued event per message every event is kept until read, so an event
+    #: is only ever lost with the rest of an overflowing queue: this equals ``drops``.
+    must_deliver_drops: int
     #: Times a subscriber was told to reload (an overflow, or a resume too old).
     reloads: int
     #: The most items that waited in one subscriber's queue at once.
